@@ -108,8 +108,11 @@ def _read_json(path: Path) -> list[dict[str, Any]]:
             return _read_jsonl(path)
         raise BenchmarkFormatError(path, "file", None, f"invalid JSON: {error}") from error
     if isinstance(data, dict):
-        # ScienceQA's problems.json style: {id: record}. Keep the id the mapping gives.
-        data = [{"id": key, **value} if isinstance(value, dict) else value for key, value in data.items()]
+        if data and all(isinstance(value, dict) for value in data.values()):
+            # ScienceQA's problems.json style: {id: record}. Keep the id the mapping gives.
+            data = [{"id": key, **value} for key, value in data.items()]
+        else:
+            data = [data]  # a one-line JSONL file (e.g. a POPE split cut to one question)
     if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
         raise BenchmarkFormatError(path, "file", None, "expected a JSON list of objects")
     return data
