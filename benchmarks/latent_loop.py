@@ -1,0 +1,107 @@
+"""Latent-loop speed, measured side by side in one run; prints JSON.
+
+Mid-size random config: LLM hidden 512 × 8 layers, 256 visual tokens (16×16 grid), 64 prompt tokens.
+- generate_over_plain: `generate` with T = 4 and N answer tokens vs the same model as a plain LLaVA-style
+  model (T = 0) generating N + T tokens (same vision tower, same prompt). Target ≤ 1.15.
+- uncached_over_cached: `latent_reasoning(use_cache=False)` (re-forward the whole sequence per step, as other
+  public latent-reasoning code does) vs the KV-cached loop, T = 4. Target ≥ 2.5.
+- batch8_over_batch1: samples/s of `generate` at batch 8 vs batch 1. Target ≥ 3.
+
+Usage: python benchmarks/latent_loop.py [--new-tokens N] [--repeats R] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+from transformers import CLIPVisionConfig, Qwen2Config
+
+from lare import LaReConfig, LaReForConditionalGeneration
+
+PROMPT_TOKENS = 64
+LATENT_STEPS = 4
+
+
+def mid_size_config() -> LaReConfig:
+    vision = CLIPVisionConfig(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
+                              image_size=256, patch_size=16)
+    text = Qwen2Config(vocab_size=32000, hidden_size=512, intermediate_size=1536, num_hidden_layers=8,
+                       num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=2048,
+                       tie_word_embeddings=False)
+    return LaReConfig(vision_config=vision.to_dict(), text_config=text.to_dict(), extractor_heads=8,
+                      extractor_hidden_size=512, latent_steps=LATENT_STEPS, latent_tokens=4, window=8,
+                      image_token_id=31000, bot_token_id=31001, eot_token_id=31002, pad_token_id=0,
+                      eos_token_id=31003)
+
+
+def make_batch(config: LaReConfig, batch_size: int, device: torch.device) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(batch_size)
+    text = torch.randint(10, 30000, (batch_size, PROMPT_TOKENS), generator=generator)
+    image = torch.full((batch_size, config.num_image_tokens), config.image_token_id)
+    input_ids = torch.cat([text[:, :8], image, text[:, 8:]], dim=1)
+    pixel_values = torch.randn(batch_size, 3, 256, 256, generator=generator)
+    return {"input_ids": input_ids.to(device), "attention_mask": torch.ones_like(input_ids).to(device),
+            "pixel_values": pixel_values.to(device)}
+
+
+def median_seconds(fn, repeats: int, device: torch.device) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    config = mid_size_config()
+    model = LaReForConditionalGeneration(config).to(device).eval()
+    n = args.new_tokens
+    common = dict(do_sample=False, eos_token_id=None)
+    batch1, batch8 = make_batch(config, 1, device), make_batch(config, 8, device)
+
+    results: dict[str, object] = {"device": str(device), "new_tokens": n, "latent_steps": LATENT_STEPS,
+                                  "prompt_tokens": PROMPT_TOKENS + config.num_image_tokens, "timings_s": {}}
+    timings = results["timings_s"]
+    with torch.inference_mode():
+        for size, batch in (("batch1", batch1), ("batch8", batch8)):
+            timings[f"lare_generate_{size}"] = median_seconds(
+                lambda b=batch: model.generate(**b, max_new_tokens=n, latent_steps=LATENT_STEPS, **common),
+                args.repeats, device)
+            timings[f"plain_generate_{size}"] = median_seconds(
+                lambda b=batch: model.generate(**b, max_new_tokens=n + LATENT_STEPS, latent_steps=0, **common),
+                args.repeats, device)
+            timings[f"loop_cached_{size}"] = median_seconds(
+                lambda b=batch: model.latent_reasoning(**b, latent_steps=LATENT_STEPS, use_cache=True),
+                args.repeats, device)
+            timings[f"loop_uncached_{size}"] = median_seconds(
+                lambda b=batch: model.latent_reasoning(**b, latent_steps=LATENT_STEPS, use_cache=False),
+                args.repeats, device)
+    results["generate_over_plain"] = timings["lare_generate_batch1"] / timings["plain_generate_batch1"]
+    results["generate_over_plain_batch8"] = timings["lare_generate_batch8"] / timings["plain_generate_batch8"]
+    results["uncached_over_cached"] = timings["loop_uncached_batch1"] / timings["loop_cached_batch1"]
+    results["uncached_over_cached_batch8"] = timings["loop_uncached_batch8"] / timings["loop_cached_batch8"]
+    results["batch8_over_batch1"] = (8 / timings["lare_generate_batch8"]) / (1 / timings["lare_generate_batch1"])
+    results["targets"] = {"generate_over_plain": "<= 1.15", "uncached_over_cached": ">= 2.5",
+                          "batch8_over_batch1": ">= 3"}
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
