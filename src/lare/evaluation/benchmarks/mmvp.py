@@ -9,7 +9,8 @@ Formats:
 Questions come in pairs (1, 2), (3, 4), ...: the same question on two images with different answers. Official
 scoring: per-question accuracy, and pair accuracy, where a pair counts only if both of its questions are right. An
 answer names an option by its letter ("B", "(b)", "b.") or by its text ("a dog" for "(b) a dog"). `lmms-eval` mode is
-lmms-eval 0.7.3's: its answer-letter regexes and its ground-truth corrections of Index 99, 100, 279 and 280.
+lmms-eval 0.7.3's answer-letter regexes. (lmms-eval 0.7.3 fixes the swapped answers of Index 99/100 and 279/280 in its
+copy of the data, lmms-lab-eval/MMVP, not in code; score against that file to get its numbers.)
 """
 
 from __future__ import annotations
@@ -46,8 +47,6 @@ _LMMS_EVAL_PATTERNS = tuple(
         r"\(?([AB])\)?(?:\s|$)",
     )
 )
-# lmms-eval's fixes of answers swapped in the released MMVP (keyed by 1-based Index).
-_LMMS_EVAL_CORRECTIONS = {99: "B", 100: "A", 279: "B", 280: "A"}
 
 
 def load(paths: Sequence[str | Path], images: str | Path | None = None) -> list[BenchmarkItem]:
@@ -168,8 +167,7 @@ def score(items: Sequence[BenchmarkItem], predictions: Sequence[Prediction], mod
         if mode == "official":
             hits.append(official_choice(prediction.prediction, item.options) == item.answer)
         else:
-            answer = _LMMS_EVAL_CORRECTIONS.get(item.id, item.answer) if isinstance(item.id, int) else item.answer
-            hits.append(lmms_eval_choice(prediction.prediction) == answer)
+            hits.append(lmms_eval_choice(prediction.prediction) == item.answer)
     pairs: dict[int, list[bool]] = {}
     for item, hit in zip(items, hits):
         pairs.setdefault(item.group, []).append(hit)
