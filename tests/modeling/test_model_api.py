@@ -138,3 +138,33 @@ def test_processor_rejects_image_text_mismatch(tiny_processor):
         tiny_processor(images=[random_image(0)], text=["a", "b"])
     with pytest.raises(ValueError, match="markers"):
         tiny_processor(images=[random_image(0)], text=["<image> <image> two?"])
+
+
+def test_generate_passes_streamer_and_sampling_through(tiny_model, tiny_processor):
+    from transformers.generation.streamers import BaseStreamer
+
+    from tests.conftest import random_image
+
+    class Collect(BaseStreamer):
+        def __init__(self):
+            self.chunks = []
+
+        def put(self, value):
+            self.chunks.append(value.reshape(-1).clone())
+
+        def end(self):
+            self.ended = True
+
+    batch = tiny_processor(images=[random_image(4)], text=["Is there a red circle?"], return_tensors="pt")
+    streamer = Collect()
+    with torch.no_grad():
+        out = tiny_model.generate(**batch, max_new_tokens=5, do_sample=False, eos_token_id=None, streamer=streamer,
+                                  return_dict_in_generate=True)
+        assert streamer.ended
+        # The first chunk is the prompt (transformers' convention); the rest are exactly the new tokens.
+        assert torch.equal(torch.cat(streamer.chunks[1:]), out.sequences[0])
+        torch.manual_seed(7)
+        first = tiny_model.generate(**batch, max_new_tokens=6, do_sample=True, top_k=50, temperature=1.5)
+        torch.manual_seed(7)
+        second = tiny_model.generate(**batch, max_new_tokens=6, do_sample=True, top_k=50, temperature=1.5)
+    assert first.shape == (1, 6) and torch.equal(first, second)
