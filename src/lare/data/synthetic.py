@@ -118,15 +118,10 @@ TEMPLATES = {
     "a_value": "It is {value}.",
     "a_shape": "It is a {shape}.",
     "a_where": "It is in {where}.",
-    # prompt layout, the answer sentence and the official export formats
+    # prompt layout and the answer sentence
     "context_line": "Context: {value}",
     "option_line": "{letter}. {value}",
     "answer": answer_text("{value}"),
-    "mmstar_options": "Options: {letter}: {value}, {letter}: {value}",
-    "mmvp_options": "(a) {value} (b) {value}",
-    "mmvp_answer": "({lower})",
-    "sqa_question": "Question: {value}",
-    "sqa_options": "Options: ({letter}) {value} ({letter}) {value}",
 }
 
 
@@ -331,7 +326,8 @@ class _SplitGenerator:
         k = self._next("mmbench")
         letter_index = k % 4  # 3 subtypes and 4 letters are coprime, so every subtype cycles every letter
         subtype = ("shape", "colour", "relation")[k % 3]
-        return [self._retry(lambda scene: getattr(self, f"_mmbench_{subtype}")(scene, letter_index))]
+        build = {"shape": self._mmbench_shape, "colour": self._mmbench_colour, "relation": self._mmbench_relation}
+        return [self._retry(lambda scene: build[subtype](scene, letter_index))]
 
     def _mmbench_shape(self, scene: Scene, letter_index: int) -> Question:
         obj = self.rng.choice(scene)
@@ -520,7 +516,8 @@ class _SplitGenerator:
         letter_index = k % 2
         subtype = ("material", "temperature")[(k // 2) % 2]
         value_index = (k + k // 2) % 2  # which answer value (metal/wood, hot/cold) is right
-        return [self._retry(lambda scene: getattr(self, f"_scienceqa_{subtype}")(scene, value_index, letter_index))]
+        build = {"material": self._scienceqa_material, "temperature": self._scienceqa_temperature}[subtype]
+        return [self._retry(lambda scene: build(scene, value_index, letter_index))]
 
     def _scienceqa_material(self, scene: Scene, value_index: int, letter_index: int) -> Question:
         rng = self.rng
@@ -597,11 +594,13 @@ def _quotas(n: int) -> dict[str, int]:
 
 def _generate_split(split: str, n: int, seed: int, forbidden: set[tuple]) -> tuple[list[_Item], set[tuple]]:
     generator = _SplitGenerator(random.Random(f"lare-synthetic:{seed}:{split}"), forbidden)
+    builders = {"mmbench": generator.mmbench, "mmstar": generator.mmstar, "mmvp": generator.mmvp,
+                "pope": generator.pope, "scienceqa": generator.scienceqa}
     items: list[_Item] = []
     for family, quota in _quotas(n).items():
         produced = 0
         while produced < quota:
-            for question, scene in getattr(generator, family)():
+            for question, scene in builders[family]():
                 items.append(_Item(question, scene, render_scene(scene)))
                 produced += 1
     for index, item in enumerate(items, start=1):
@@ -698,6 +697,27 @@ def _write_table(path: Path, header: list[str], rows: list[list[Any]], delimiter
         writer.writerows(rows)
 
 
+def _mmstar_question(question: str, options: list[str]) -> str:
+    """MMStar spells the options out inside the question: "...\nOptions: A: x, B: y, C: z, D: w"."""
+    return f"{question}\nOptions: " + ", ".join(f"{letter}: {option}" for letter, option in zip(LETTERS, options))
+
+
+def _mmvp_options(options: list[str]) -> str:
+    """MMVP's Options cell: "(a) x (b) y"."""
+    return " ".join(f"({letter.lower()}) {option}" for letter, option in zip(LETTERS, options))
+
+
+def _mmvp_letter(letter: str) -> str:
+    """MMVP's Correct Answer cell: "(a)"."""
+    return f"({letter.lower()})"
+
+
+def _scienceqa_prompt(hint: str | None, question: str, options: list[str]) -> str:
+    """LLaVA's CQM-A human turn: context, question, then "(A) x (B) y" options."""
+    choices = " ".join(f"({letter}) {option}" for letter, option in zip(LETTERS, options))
+    return f"{IMAGE_MARKER}\nContext: {hint}\nQuestion: {question}\nOptions: {choices}"
+
+
 def _export(items: list[_Item], exports: Path) -> dict[str, BenchmarkExport]:
     """Write the test split in the benchmarks' official file formats."""
     by_family: dict[str, list[_Item]] = {family: [] for family in FAMILIES}
@@ -718,8 +738,7 @@ def _export(items: list[_Item], exports: Path) -> dict[str, BenchmarkExport]:
     rows = []
     for index, item in enumerate(by_family["mmstar"]):
         q = item.question
-        options = ", ".join(f"{letter}: {option}" for letter, option in zip(LETTERS, q.options))
-        rows.append([index, f"{q.question}\nOptions: {options}", *q.options, q.answer, q.category, q.l2_category,
+        rows.append([index, _mmstar_question(q.question, q.options), *q.options, q.answer, q.category, q.l2_category,
                      "synthetic", base64.b64encode(item.png).decode("ascii")])
     _write_table(exports / "mmstar.tsv",
                  ["index", "question", "A", "B", "C", "D", "answer", "category", "l2_category", "bench", "image"],
@@ -746,8 +765,7 @@ def _export(items: list[_Item], exports: Path) -> dict[str, BenchmarkExport]:
         q = item.question
         # 4:4:4 chroma keeps the colours of 8 px objects intact; quality 95 as the issue asks.
         item.image.save(mmvp / "MMVP Images" / f"{index}.jpg", format="JPEG", quality=95, subsampling=0)
-        options = " ".join(f"({letter.lower()}) {option}" for letter, option in zip(LETTERS, q.options))
-        rows.append([index, q.question, options, f"({q.answer.lower()})"])
+        rows.append([index, q.question, _mmvp_options(q.options), _mmvp_letter(q.answer)])
     _write_table(mmvp / "Questions.csv", ["Index", "Question", "Options", "Correct Answer"], rows, ",")
 
     # ScienceQA: LLaVA's llava_test_CQM-A.json, images/test/{id}/image.png, plus problems.json / pid_splits.json.
@@ -758,8 +776,7 @@ def _export(items: list[_Item], exports: Path) -> dict[str, BenchmarkExport]:
         folder = sqa / "images" / "test" / item.id
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "image.png").write_bytes(item.png)
-        choices = " ".join(f"({letter}) {option}" for letter, option in zip(LETTERS, q.options))
-        prompt = f"{IMAGE_MARKER}\nContext: {q.hint}\nQuestion: {q.question}\nOptions: {choices}"
+        prompt = _scienceqa_prompt(q.hint, q.question, q.options)
         conversations.append({
             "id": item.id,
             "conversations": [{"from": "human", "value": prompt},
@@ -894,7 +911,6 @@ _SLOT_VALUES: dict[str, list[str]] = {
     "temperature": list(TEMPERATURES),
     "count": [str(n) for n in range(MIN_OBJECTS, MAX_OBJECTS + 1)],
     "letter": list(LETTERS),
-    "lower": [letter.lower() for letter in LETTERS],
     "value": [*SHAPES, *COLOURS, *SIZES, *(RELATIONS[d][2] for d in RELATIONS), *MATERIALS, *TEMPERATURES, "yes",
               "no", *LETTERS],
 }
@@ -909,13 +925,22 @@ def _template_lines() -> Iterator[str]:
             yield template.format(**{slot: _SLOT_VALUES[slot][i % len(_SLOT_VALUES[slot])] for slot in slots})
 
 
+def _export_format_lines() -> Iterator[str]:
+    """The official export formats' own words ("Options:", "(a)", "Question:"), with every option letter."""
+    values = _SLOT_VALUES["value"]
+    yield _mmstar_question(TEMPLATES["q_describe"], values[: len(LETTERS)])
+    yield _mmvp_options(values[:2]) + " " + " ".join(_mmvp_letter(letter) for letter in LETTERS)
+    yield _scienceqa_prompt(TEMPLATES["q_describe"], TEMPLATES["q_count"], values[: len(LETTERS)])
+
+
 def vocabulary_corpus() -> str:
     """Text covering every word and template the generator can emit (one rendering per line).
 
     Train the tiny tokenizer on it (e.g. `LaReProcessor.tiny(extra_corpus=vocabulary_corpus())`) so that the
     benchmark's words become single tokens.
     """
-    return "\n".join(dict.fromkeys(_template_lines())) + "\n"
+    lines = [*_template_lines(), *_export_format_lines()]
+    return "\n".join(dict.fromkeys(lines)).replace(IMAGE_MARKER + "\n", "") + "\n"
 
 
 def synthetic_vocabulary() -> list[str]:
