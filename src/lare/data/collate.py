@@ -135,7 +135,9 @@ class LaReCollator:
         }
 
 
-def _pad(sequences: Sequence[list[int]], value: int, side: Literal["left", "right"]) -> tuple[torch.Tensor, torch.Tensor]:
+def _pad(
+    sequences: Sequence[list[int]], value: int, side: Literal["left", "right"]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad id lists to one length. Returns (ids [B, L], mask [B, L]); L is at least 1 so tensors are never empty."""
     length = max(1, max(len(sequence) for sequence in sequences))
     ids = torch.full((len(sequences), length), value, dtype=torch.long)  # [B, L]
