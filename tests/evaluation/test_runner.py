@@ -10,7 +10,8 @@ from lare.data.synthetic import generate_synthetic
 from lare.evaluation.benchmarks import BENCHMARK_NAMES, get_benchmark
 from lare.evaluation.methods import get_method
 from lare.evaluation.predictions import read_predictions
-from lare.evaluation.runner import count_generated_tokens, run_benchmark
+from lare.evaluation.generation import count_generated_tokens
+from lare.evaluation.runner import run_benchmark
 
 
 @pytest.fixture(scope="module")

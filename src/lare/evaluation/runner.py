@@ -17,24 +17,13 @@ from tqdm.auto import tqdm
 
 from lare.evaluation.benchmarks import get_benchmark
 from lare.evaluation.benchmarks.item import BenchmarkItem
+from lare.evaluation.generation import generate_answers
 from lare.evaluation.methods import get_method
 from lare.evaluation.predictions import Prediction, PredictionWriter, read_predictions
 
 logger = logging.getLogger(__name__)
 
 LATENT_ABLATIONS = ("none", "zero", "shuffle", "noise")
-
-
-def count_generated_tokens(sequence: torch.Tensor, eos_token_ids: Sequence[int]) -> int:
-    """Generated ids up to and including the first eos; all of them when there is none.
-
-    Args:
-        sequence: [n_new] new token ids of one sample (padded after its eos).
-    """
-    is_eos = torch.isin(sequence, torch.tensor(list(eos_token_ids), device=sequence.device))  # [n_new]
-    if bool(is_eos.any()):
-        return int(is_eos.nonzero()[0, 0]) + 1
-    return int(sequence.shape[0])
 
 
 def run_benchmark(
@@ -87,7 +76,6 @@ def run_benchmark(
         logger.info("%s: %d of %d questions already answered, %d to go", out_path, len(items) - len(todo), len(items),
                     len(todo))
     budget = spec.default_max_new_tokens if max_new_tokens is None else max_new_tokens
-    eos_ids = _eos_token_ids(model, processor)
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     with PredictionWriter(out_path) as writer, tqdm(total=len(todo), desc=f"{benchmark.NAME} {method}", unit="q",
@@ -97,8 +85,8 @@ def run_benchmark(
             # Shuffling needs another sample's latents: a lone last question borrows a partner whose answer is dropped.
             partners = _partner(items, batch) if latent_ablation == "shuffle" and len(batch) == 1 else []
             begin = time.perf_counter()
-            answers = _generate(model, processor, benchmark, spec, batch + partners, budget, latent_ablation,
-                                eos_ids, generator, device)[:len(batch)]
+            answers = _answer(model, processor, benchmark, spec, batch + partners, budget, latent_ablation,
+                              generator)[:len(batch)]
             latency = (time.perf_counter() - begin) / len(batch)
             writer.write(Prediction(id=item.id, split=item.split, prediction=text, tokens=tokens, latency_s=latency)
                          for item, (text, tokens) in zip(batch, answers))
@@ -106,7 +94,7 @@ def run_benchmark(
     return out_path
 
 
-def _generate(model, processor, benchmark, spec, batch, max_new_tokens, latent_ablation, eos_ids, generator, device):
+def _answer(model, processor, benchmark, spec, batch, max_new_tokens, latent_ablation, generator):
     images = []
     for item in batch:
         if item.image is None:
@@ -116,21 +104,8 @@ def _generate(model, processor, benchmark, spec, batch, max_new_tokens, latent_a
         except ValueError as error:
             raise ValueError(f"{benchmark.NAME} question {item.id}: {error}") from error
     prompts = [spec.prompt(benchmark, item) for item in batch]
-    inputs = processor(images=images, text=prompts, return_tensors="pt").to(device)
-    kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=list(eos_ids),
-                                  return_dict_in_generate=True)
-    if spec.latent_steps is not None:
-        kwargs["latent_steps"] = spec.latent_steps
-    if latent_ablation != "none":
-        kwargs.update(latent_ablation=latent_ablation, generator=generator)
-    with torch.no_grad():
-        sequences = model.generate(**inputs, **kwargs).sequences  # [B, n_new]
-    results = []
-    for row in sequences:
-        n_tokens = count_generated_tokens(row, eos_ids)
-        text = processor.batch_decode(row[None, :n_tokens], skip_special_tokens=True)[0].strip()
-        results.append((text, n_tokens))
-    return results
+    return generate_answers(model, processor, images, prompts, max_new_tokens, latent_steps=spec.latent_steps,
+                            latent_ablation=latent_ablation, generator=generator)
 
 
 def _partner(items: Sequence[BenchmarkItem], batch: Sequence[BenchmarkItem]) -> list[BenchmarkItem]:
@@ -138,16 +113,6 @@ def _partner(items: Sequence[BenchmarkItem], batch: Sequence[BenchmarkItem]) -> 
         if item.key != batch[0].key:
             return [item]
     raise ValueError("latent_ablation='shuffle' needs at least two questions")
-
-
-def _eos_token_ids(model: Any, processor: Any) -> list[int]:
-    ids = model.generation_config.eos_token_id
-    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
-    if processor.tokenizer.eos_token_id is not None:
-        ids.append(processor.tokenizer.eos_token_id)
-    if not ids:
-        raise ValueError("neither the model's generation config nor the tokenizer defines an eos token")
-    return sorted(set(ids))
 
 
 def run_from_directory(
