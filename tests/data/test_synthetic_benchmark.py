@@ -100,7 +100,7 @@ def test_same_seed_gives_identical_bytes(tmp_path, synthetic):
     again = generate_synthetic(tmp_path / "again", n_train=40, n_test=40, seed=3)
     first, second = _files(synthetic.out_dir), _files(again.out_dir)
     assert first.keys() == second.keys()
-    assert len(first) == 118  # 80 images, 5 JSON files, 33 export files
+    assert len(first) == 151  # 80 images, 5 JSON files, 33 test + 33 train export files
     assert [name for name in first if first[name] != second[name]] == []
 
     other = generate_synthetic(tmp_path / "other", n_train=40, n_test=40, seed=4)

@@ -245,6 +245,7 @@ class SyntheticSummary:
     instructions_path: Path
     exports_dir: Path
     exports: dict[str, BenchmarkExport]
+    train_exports: dict[str, BenchmarkExport]
     stats_path: Path
     n_train: int
     n_test: int
@@ -719,7 +720,7 @@ def _scienceqa_prompt(hint: str | None, question: str, options: list[str]) -> st
 
 
 def _export(items: list[_Item], exports: Path) -> dict[str, BenchmarkExport]:
-    """Write the test split in the benchmarks' official file formats."""
+    """Write one split in the benchmarks' official file formats."""
     by_family: dict[str, list[_Item]] = {family: [] for family in FAMILIES}
     for item in items:
         by_family[item.question.family].append(item)
@@ -820,7 +821,8 @@ def _family_stats(train: list[_Item], test: list[_Item]) -> dict[str, FamilyStat
     return stats
 
 
-_OUTPUT_NAMES = ("train.json", "test.json", "captions.json", "instructions.json", "stats.json", "images", "exports")
+_OUTPUT_NAMES = ("train.json", "test.json", "captions.json", "instructions.json", "stats.json", "images", "exports",
+                 "exports_train")
 
 
 def generate_synthetic(
@@ -830,7 +832,8 @@ def generate_synthetic(
 
     Writes `train.json` / `test.json` (LLaVA conversation records with rationale, answer, options, boxes, family
     and scene metadata), `captions.json` (stage I), `instructions.json` (stage III), `images/{train,test}/`,
-    `exports/` (the test split in the official MMBench, MMStar, POPE, MMVP and ScienceQA formats) and `stats.json`.
+    `exports/` (the test split in the official MMBench, MMStar, POPE, MMVP and ScienceQA formats), `exports_train/`
+    (the training split in the same formats) and `stats.json`.
     Records' `image` paths are relative to `out_dir/images`.
 
     Args:
@@ -870,6 +873,8 @@ def generate_synthetic(
     _write_json(out / "captions.json", captions)
     _write_json(out / "instructions.json", instructions)
     exports = _export(test, out / "exports")
+    # The training split in the same formats lets a harness train on exactly the prompts it evaluates with.
+    train_exports = _export(train, out / "exports_train")
 
     families = _family_stats(train, test)
     every = [item.question for item in train + test]
@@ -888,7 +893,7 @@ def generate_synthetic(
     summary = SyntheticSummary(
         out_dir=out, image_root=images, train_path=out / "train.json", test_path=out / "test.json",
         captions_path=out / "captions.json", instructions_path=out / "instructions.json", exports_dir=out / "exports",
-        exports=exports, stats_path=out / "stats.json", n_train=len(train), n_test=len(test), n_captions=len(captions),
+        exports=exports, train_exports=train_exports, stats_path=out / "stats.json", n_train=len(train), n_test=len(test), n_captions=len(captions),
         n_instructions=len(instructions), families=families, small_evidence_fraction=small_fraction,
     )
     logger.info("synthetic benchmark: %d train, %d test questions in %s (evidence in <=1/16 of the image: %.0f%%)",
