@@ -41,7 +41,12 @@ Answer the question using a single word or phrase. Let's think step by step.
 """
 
 
-def build_tiny_tokenizer(extra_corpus: str = "", vocab_size: int = 1024) -> PreTrainedTokenizerFast:
+# Upper bound of the tiny tokenizer's vocabulary; `LaReConfig.tiny()` sizes its embeddings to it, so a tokenizer
+# trained on a larger corpus (more merges) still fits the same model.
+TINY_VOCAB_SIZE = 1024
+
+
+def build_tiny_tokenizer(extra_corpus: str = "", vocab_size: int = TINY_VOCAB_SIZE) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer offline and wrap it as a `PreTrainedTokenizerFast`.
 
     The result is deterministic for a given corpus and vocabulary size. It carries the special tokens
@@ -77,7 +82,10 @@ def build_tiny_tokenizer(extra_corpus: str = "", vocab_size: int = 1024) -> PreT
 
 @functools.lru_cache(maxsize=1)
 def tiny_tokenizer_layout() -> tuple[int, dict[str, int]]:
-    """Vocabulary size and special-token ids of the default tiny tokenizer (for `LaReConfig.tiny()`)."""
+    """Embedding rows and special-token ids of the tiny tokenizer (for `LaReConfig.tiny()`).
+
+    The special tokens come first in training, so their ids do not depend on the corpus.
+    """
     tokenizer = build_tiny_tokenizer()
     ids = {
         "pad": tokenizer.pad_token_id,
@@ -86,4 +94,4 @@ def tiny_tokenizer_layout() -> tuple[int, dict[str, int]]:
         "bot": tokenizer.convert_tokens_to_ids(BEGIN_OF_THOUGHT_TOKEN),
         "eot": tokenizer.convert_tokens_to_ids(END_OF_THOUGHT_TOKEN),
     }
-    return len(tokenizer), ids
+    return TINY_VOCAB_SIZE, ids

@@ -168,3 +168,13 @@ def test_generate_passes_streamer_and_sampling_through(tiny_model, tiny_processo
         torch.manual_seed(7)
         second = tiny_model.generate(**batch, max_new_tokens=6, do_sample=True, top_k=50, temperature=1.5)
     assert first.shape == (1, 6) and torch.equal(first, second)
+
+
+def test_tiny_tokenizer_from_any_corpus_fits_the_tiny_config():
+    config = LaReConfig.tiny()
+    processor = LaReProcessor.tiny(extra_corpus="a much longer corpus about hexagons, pentagons and violet ellipses " * 3)
+    tokenizer = processor.tokenizer
+    assert len(tokenizer) <= config.text_config.vocab_size
+    assert tokenizer.convert_tokens_to_ids(["<image>", "<bot>", "<eot>"]) == [
+        config.image_token_id, config.bot_token_id, config.eot_token_id]
+    assert tokenizer.pad_token_id == config.pad_token_id and tokenizer.eos_token_id == config.eos_token_id
