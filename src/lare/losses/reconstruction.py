@@ -274,7 +274,8 @@ class ImageReconstructor(nn.Module):
 
     def _vae_on(self, device: torch.device) -> AutoencoderKL:
         vae = self.vae
-        assert vae is not None
+        if vae is None:
+            raise RuntimeError("ImageReconstructor has no VAE (config.vae is None)")
         return vae.to(device)  # no-op when already there; the VAE is not moved by self.to()
 
     def encode_target(self, images: torch.Tensor) -> torch.Tensor:
