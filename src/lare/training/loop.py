@@ -51,12 +51,15 @@ LOSS_TERMS = ("loss", "ntp", "align", "image", "text")
 
 @dataclass
 class TrainResult:
-    """What `train_stage` produced: the final checkpoint (a loadable model directory) and the run's state."""
+    """What `train_stage` produced: the final checkpoint (a loadable model directory), the run's state and the
+    trained model and processor in memory (unwrapped from DDP)."""
 
     output_dir: Path
     checkpoint: Path
     state: TrainerState
     metrics_path: Path
+    model: Any = None
+    processor: Any = None
 
 
 def resolve_mixed_precision(setting: str) -> str:
@@ -281,7 +284,8 @@ def train_stage(config: StageConfig, resume: str | None = None, model: Any = Non
         accelerator.end_training()
     del batches
     return TrainResult(output_dir=output_dir, checkpoint=final, state=state,
-                       metrics_path=output_dir / "metrics.jsonl")
+                       metrics_path=output_dir / "metrics.jsonl", model=accelerator.unwrap_model(model),
+                       processor=processor)
 
 
 def _log_config_changes(checkpoint: Path, config: StageConfig) -> None:
