@@ -127,6 +127,8 @@ def train_stage(config: StageConfig, resume: str | None = None, model: Any = Non
     output_dir = Path(run.output_dir)
     trackers = resolve_trackers(run.log_with)
     accelerator = Accelerator(
+        # Accelerate only sets up multi-process CPU training (gloo, e.g. under torchrun) when told it runs on CPU.
+        cpu=not torch.accelerator.is_available(),
         mixed_precision=resolve_mixed_precision(run.mixed_precision),
         # CLIP's post_layernorm (and the text-alignment head on batches without reasoning text) gets no gradient.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
