@@ -129,3 +129,21 @@ def test_training_forward_backpropagates_through_the_cache(tiny_model, tiny_batc
     # With next-token loss only, the Extractor gets gradient only through the latents in the KV cache.
     assert tiny_model.extractor.state_in.weight.grad.abs().sum() > 0
     assert tiny_model.projector.linear_1.weight.grad.abs().sum() > 0
+
+
+def test_reconstruction_target_is_the_window_crop_in_minus_one_to_one(tiny_model, tiny_batch):
+    import numpy as np
+    import torch.nn.functional as F
+
+    batch, images, _ = tiny_batch
+    whole = tiny_model.config.copy_with(use_window=False)
+    model = type(tiny_model)(whole).eval()
+    with torch.no_grad():
+        loop = model.latent_reasoning(**batch, latent_steps=1)
+        crops = model._window_crops(batch["pixel_values"], loop)
+    pixels = torch.stack([torch.from_numpy(np.asarray(im, dtype=np.float32)).permute(2, 0, 1) for im in images])
+    size = model.semantic_losses["image"].config.sample_size
+    expected = F.interpolate(pixels / 127.5 - 1.0, size=(size, size), mode="bilinear", antialias=True,
+                             align_corners=False)
+    assert crops.shape == expected.shape
+    assert (crops - expected).abs().max() < 1e-4

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, CLIPVisionConfig, PreTrainedConfig, Qwen2Config
 from transformers.configuration_utils import SubConfigSpec
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from lare.tokenization import tiny_tokenizer_layout
 
@@ -31,7 +32,8 @@ class LaReConfig(PreTrainedConfig):
         saliency_layers: indices of the LLM layers whose attention builds the saliency map; None = the last half.
         halting / halting_threshold: per-sample adaptive stop when consecutive latents move less than the threshold.
     Loss settings (used by `forward` when `labels` are given): the λ weights, InfoNCE temperature, alignment
-    dimension, prefix length P, and the image reconstructor's settings (a dict, see `ReconstructorConfig`).
+    dimension, prefix length P, and the image reconstructor's settings (a dict, see `ReconstructorConfig`);
+    `image_mean` / `image_std` are the processor's pixel normalisation (CLIP's by default).
     """
 
     model_type = "lare"
@@ -68,10 +70,20 @@ class LaReConfig(PreTrainedConfig):
     align_dim: int = 256
     prefix_tokens: int = 32
     reconstructor: dict | None = None
+    image_mean: list[float] | None = None
+    image_std: list[float] | None = None
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        # The processor's pixel normalisation, undone to give the reconstruction target in [-1, 1].
+        if self.image_mean is None:
+            self.image_mean = list(OPENAI_CLIP_MEAN)
+        if self.image_std is None:
+            self.image_std = list(OPENAI_CLIP_STD)
+        for name in ("image_mean", "image_std"):
+            if len(getattr(self, name)) != 3:
+                raise ValueError(f"LaReConfig.{name} must hold 3 values (RGB), got {getattr(self, name)}")
         self._check_choices("refocus", self.refocus, REFOCUS_MODES)
         self._check_choices("state_layers", self.state_layers, STATE_LAYER_MODES)
         self._check_choices("halting", self.halting, HALTING_RULES)

@@ -453,12 +453,16 @@ class LaReForConditionalGeneration(LaRePreTrainedModel, GenerationMixin):
                                                  temperature=self.config.align_temperature)
 
     def _window_crops(self, pixel_values: torch.Tensor, loop: LatentReasoningOutput) -> torch.Tensor:
+        """The image crop under the chosen windows, mapped from the processor's normalisation to [-1, 1]."""
         from lare.losses.reconstruction import crop_windows
 
         reconstructor = self.semantic_losses["image"]
         side = self.config.grid_size
-        return crop_windows(pixel_values, loop.windows, loop.step_mask, (side, side),
-                            reconstructor.config.sample_size)
+        crops = crop_windows(pixel_values.float(), loop.windows, loop.step_mask, (side, side),
+                             reconstructor.config.sample_size)  # [B, 3, s, s]
+        mean = torch.tensor(self.config.image_mean, device=crops.device)[:, None, None]
+        std = torch.tensor(self.config.image_std, device=crops.device)[:, None, None]
+        return (crops * std + mean) * 2.0 - 1.0  # [B, 3, s, s] in [-1, 1]
 
     # ------------------------------------------------------------------------------------------------------
     # Generation
@@ -521,18 +525,26 @@ class LaReForConditionalGeneration(LaRePreTrainedModel, GenerationMixin):
     # ------------------------------------------------------------------------------------------------------
     # Building from pretrained backbones
     @classmethod
-    def from_backbones(cls, vision: str, llm: str, tokenizer: Any = None, **overrides: Any
-                       ) -> LaReForConditionalGeneration:
+    def from_backbones(cls, vision: str, llm: str, tokenizer: Any = None, image_processor: Any = None,
+                       **overrides: Any) -> LaReForConditionalGeneration:
         """Build a LaRe model from a pretrained vision tower and causal LLM (local directories or Hub ids).
 
         Adds `<image>`, `<bot>` and `<eot>` to the LLM's tokenizer (or the given one), resizes the embeddings and
         initialises the new rows from the mean of the existing ones. LaRe's own modules start from random init.
+        The image normalisation (for the reconstruction target) is read from the vision tower's image processor
+        when it has one.
         """
+        from transformers import AutoTokenizer, CLIPImageProcessorPil
+
         from lare.processing import add_lare_special_tokens
-        from transformers import AutoTokenizer
 
         tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(llm)
         ids = add_lare_special_tokens(tokenizer)
+        if image_processor is None:
+            try:
+                image_processor = CLIPImageProcessorPil.from_pretrained(vision)
+            except OSError:
+                logger.warning("no image processor in %s: keeping the default CLIP image normalisation", vision)
         vision_config = AutoConfig.from_pretrained(vision)
         vision_config = getattr(vision_config, "vision_config", vision_config)  # CLIPModel → its vision half
         text_config = AutoConfig.from_pretrained(llm)
@@ -541,6 +553,8 @@ class LaReForConditionalGeneration(LaRePreTrainedModel, GenerationMixin):
             image_token_id=ids["image"], bot_token_id=ids["bot"], eot_token_id=ids["eot"],
             pad_token_id=ids["pad"], eos_token_id=tokenizer.eos_token_id,
         )
+        if image_processor is not None:
+            settings.update(image_mean=list(image_processor.image_mean), image_std=list(image_processor.image_std))
         settings.update(overrides)
         config = LaReConfig(**settings)
         model = cls(config)
