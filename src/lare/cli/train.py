@@ -2,7 +2,7 @@
 
     lare train --config configs/stage2.yaml --max-steps 100 --optim.lr.extractor=1e-4
     lare train --pipeline configs/tiny/pipeline.yaml
-    torchrun --nproc_per_node 8 -m lare.cli train --config configs/stage3.yaml   # DDP (accelerate launch works too)
+    torchrun --nproc_per_node 8 $(which lare) train --config configs/stage3.yaml   # DDP; accelerate launch too
 
 Any config key can be overridden with `--section.key=value` (YAML syntax for the value).
 """
@@ -10,6 +10,7 @@ Any config key can be overridden with `--section.key=value` (YAML syntax for the
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,9 @@ def _report(name: str, checkpoint: Path, metrics_path: Path) -> None:
     from lare.training.loop import LOSS_TERMS
     from lare.training.metrics_log import read_metrics, summarize_curves
 
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun / accelerate launch, one report is enough
     rows = read_metrics(metrics_path)
-    print(f"{name}: {len(rows)} steps, final checkpoint {checkpoint}")
+    print(f"{name}: {len(rows)} steps, final checkpoint {checkpoint} (loss means over the first / last fifth)")
     for term, curve in summarize_curves(rows, LOSS_TERMS).items():
         print(f"  {term:<6} first {curve['first']:.4f}  last {curve['last']:.4f}  change {curve['change']:+.4f}")

@@ -38,9 +38,11 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def summarize_curves(rows: list[dict[str, Any]], terms: tuple[str, ...], window: int = 5
+def summarize_curves(rows: list[dict[str, Any]], terms: tuple[str, ...], fraction: float = 0.2
                      ) -> dict[str, dict[str, float]]:
-    """First and last value of each loss term, each the mean over `window` applied steps (noise-robust).
+    """First and last value of each loss term: the means over the first and the last `fraction` of the applied
+    steps (at least one step each). Averaging matters: single steps are noisy (diffusion timesteps, and in mixed
+    data the batch composition: a batch without reasoning text has no text-alignment term).
 
     Returns `{term: {"first": …, "last": …, "change": last − first}}` for the terms present in the rows.
     """
@@ -50,7 +52,7 @@ def summarize_curves(rows: list[dict[str, Any]], terms: tuple[str, ...], window:
         values = [row[term] for row in applied if term in row and math.isfinite(row[term])]
         if not values:
             continue
-        width = max(1, min(window, len(values) // 2))
+        width = max(1, min(int(len(values) * fraction), len(values) // 2))
         first = sum(values[:width]) / width
         last = sum(values[-width:]) / width
         summary[term] = {"first": first, "last": last, "change": last - first}
