@@ -1,0 +1,1 @@
+"""The main job: LaRe vs standard CoT vs direct answer on the embedded synthetic benchmark (`lare demo`)."""

@@ -1,0 +1,60 @@
+"""What `lare demo` runs: data size, the training schedule of the three models, and evaluation settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """The demo's settings. `default()` is the ≤ 15 min CPU run, `quick()` the ≤ 2 min smoke run.
+
+    Training budget: all three models start from one shared stage-I checkpoint (caption pre-training, which
+    also trains the randomly initialised vision tower). LaRe then runs stages II–IV; each baseline trains for
+    as many steps as stages II–IV together, on the same reasoning and instruction data.
+    """
+
+    out_dir: Path = Path("runs/demo")
+    seed: int = 0
+    n_train: int = 2000
+    n_test: int = 500
+    batch_size: int = 16
+    stage_steps: dict[str, int] = field(default_factory=lambda: {
+        "stage1": 300, "stage2": 120, "stage3": 260, "stage4": 260})
+    latent_steps: int = 4
+    prefix_tokens: int = 16
+    align_weight: float = 0.1
+    image_weight: float = 0.1
+    text_weight: float = 0.5
+    eval_batch_size: int = 50
+    max_new_tokens: dict[str, int] = field(default_factory=lambda: {"lare": 64, "cot": 96, "direct": 16})
+    heatmap_samples: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("n_train", "n_test", "batch_size", "eval_batch_size", "latent_steps", "prefix_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"DemoConfig.{name} must be >= 1, got {getattr(self, name)}")
+        missing = {"stage1", "stage2", "stage3", "stage4"} - set(self.stage_steps)
+        if missing:
+            raise ValueError(f"DemoConfig.stage_steps lacks {sorted(missing)}")
+        if any(steps < 1 for steps in self.stage_steps.values()):
+            raise ValueError(f"DemoConfig.stage_steps must all be >= 1, got {self.stage_steps}")
+
+    @property
+    def baseline_steps(self) -> int:
+        """Steps of each baseline after stage I: the same as LaRe's stages II–IV together."""
+        return self.stage_steps["stage2"] + self.stage_steps["stage3"] + self.stage_steps["stage4"]
+
+    @classmethod
+    def default(cls, **overrides) -> DemoConfig:
+        return replace(cls(), **overrides)
+
+    @classmethod
+    def quick(cls, **overrides) -> DemoConfig:
+        """A few steps of everything on a small corpus: checks the whole pipeline, not the method."""
+        settings = dict(n_train=200, n_test=40, batch_size=8,
+                        stage_steps={"stage1": 6, "stage2": 4, "stage3": 4, "stage4": 4}, eval_batch_size=20,
+                        max_new_tokens={"lare": 24, "cot": 32, "direct": 8}, out_dir=Path("runs/demo-quick"))
+        settings.update(overrides)
+        return cls(**settings)

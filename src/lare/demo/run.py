@@ -1,0 +1,224 @@
+"""`lare demo`: generate the synthetic benchmark, train LaRe and two baselines, evaluate, and report.
+
+1. The synthetic benchmark (train and test, with official-format exports of both splits).
+2. A shared stage I (caption pre-training of the random tiny backbone), then LaRe stages II–IV, and the two
+   baselines (direct answer, standard CoT) fine-tuned from the same stage-I checkpoint for as many steps as
+   LaRe's stages II–IV, on the same questions.
+3. Evaluation of all three through the evaluation harness on the exported test files, and LaRe again with zeroed
+   and shuffled latents.
+4. The report: `report.md`, `results.json`, `refocus.png`, `curves.png`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lare.demo.config import DemoConfig
+from lare.demo.prompted_records import load_joined, write_prompted_records
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("lare", "cot", "direct")
+ABLATIONS = ("zero", "shuffle")
+
+
+@dataclass
+class MethodScore:
+    """Accuracy (fraction) and tokens_correct overall and per question family."""
+
+    accuracy: float
+    tokens_correct: float | None
+    n: int
+    by_family: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class DemoResult:
+    out_dir: Path
+    methods: dict[str, MethodScore]
+    latent_ablations: dict[str, MethodScore]
+    metrics_paths: dict[str, Path]
+    seed: int
+    n_test: int
+    wall_s: float
+    checkpoints: dict[str, Path]
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def _stage_config(name: str, model: dict[str, Any], records: list[str], image_root: Path, target: str,
+                  lr: dict[str, float], loss: dict[str, Any], steps: int, output_dir: Path, config: DemoConfig,
+                  warmup_ratio: float = 0.05) -> Any:
+    from lare.training.config import StageConfig
+
+    return StageConfig.from_dict({
+        "name": name,
+        "model": model,
+        "data": {"records": records, "image_root": str(image_root), "target": target, "latent_replaces": "prefix",
+                 "on_bad": "raise"},
+        "optim": {"lr": lr, "warmup_ratio": warmup_ratio, "schedule": "cosine", "grad_clip": 1.0},
+        "loss": loss,
+        "run": {"output_dir": str(output_dir), "max_steps": steps, "batch_size": config.batch_size,
+                "save_every": 0, "keep_last": 1, "seed": config.seed, "log_with": "none"},
+    }).validate()
+
+
+def train_all(config: DemoConfig, data_dir: Path, prompted: dict[str, Path], synthetic: Any
+              ) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Train stage I, LaRe II–IV and the two baselines; return final checkpoints and metrics files per run."""
+    from lare.training.loop import train_stage
+
+    runs = config.out_dir / "train"
+    steps = config.stage_steps
+    image_root = synthetic.image_root
+    latent = {"latent_steps": config.latent_steps, "align_weight": config.align_weight,
+              "image_weight": config.image_weight, "text_weight": config.text_weight,
+              "prefix_tokens": config.prefix_tokens}
+    plain = {"latent_steps": 0, "prefix_tokens": config.prefix_tokens}
+    everything = {"vision_tower": 1e-3, "projector": 1e-3, "language_model": 1e-3}
+    instructions = str(synthetic.instructions_path)
+    checkpoints: dict[str, Path] = {}
+    metrics: dict[str, Path] = {}
+
+    def run(key: str, stage_config: Any) -> None:
+        logger.info("training %s (%d steps)", key, stage_config.run.max_steps)
+        result = train_stage(stage_config, resume="auto")
+        checkpoints[key], metrics[key] = result.checkpoint, result.metrics_path
+
+    # Stage I, shared by all three models: the random tiny backbone (vision tower included) learns to see.
+    run("stage1", _stage_config(
+        "stage1", {"preset": "tiny", "tokenizer_corpus": "synthetic",
+                   "overrides": {"latent_steps": config.latent_steps, "prefix_tokens": config.prefix_tokens}},
+        [str(synthetic.captions_path)], image_root, "direct", everything, plain, steps["stage1"],
+        runs / "stage1", config))
+    stage1 = {"path": str(checkpoints["stage1"])}
+    run("lare_stage2", _stage_config(
+        "stage2", stage1, [str(prompted["lare"])], image_root, "lare",
+        {"extractor": 3e-4, "semantic_losses": 1e-3}, latent, steps["stage2"], runs / "lare_stage2", config,
+        warmup_ratio=0.1))
+    lare_lr = {"vision_tower": 5e-4, "projector": 5e-4, "language_model": 5e-4, "extractor": 1e-4,
+               "semantic_losses": 1e-3}
+    run("lare_stage3", _stage_config(
+        "stage3", {"path": str(checkpoints["lare_stage2"])}, [instructions, str(prompted["lare"])], image_root,
+        "lare", lare_lr, latent, steps["stage3"], runs / "lare_stage3", config, warmup_ratio=0.1))
+    run("lare_stage4", _stage_config(
+        "stage4", {"path": str(checkpoints["lare_stage3"])}, [str(prompted["lare"])], image_root, "lare",
+        lare_lr, latent, steps["stage4"], runs / "lare_stage4", config, warmup_ratio=0.1))
+    for method in ("cot", "direct"):
+        run(method, _stage_config(
+            method, stage1, [instructions, str(prompted[method])], image_root, method,
+            {"vision_tower": 5e-4, "projector": 5e-4, "language_model": 5e-4}, plain, config.baseline_steps,
+            runs / method, config))
+    checkpoints["lare"] = checkpoints["lare_stage4"]
+    return checkpoints, metrics
+
+
+def _family_accuracy(family: str, metrics: dict[str, Any]) -> float:
+    """Question-level accuracy of one family's scorer output (POPE: over all splits' questions, not their mean)."""
+    if family == "pope":
+        splits = [metrics[s] for s in ("random", "popular", "adversarial") if s in metrics]
+        return sum(s["accuracy"] * s["n"] for s in splits) / sum(s["n"] for s in splits)
+    return metrics["vanilla_accuracy" if family == "mmbench" else "accuracy"]
+
+
+def evaluate(model: Any, processor: Any, method: str, synthetic: Any, out_dir: Path, config: DemoConfig,
+             latent_ablation: str = "none") -> MethodScore:
+    """Run `method` on every exported test benchmark and score it with the official rules."""
+    from lare.data.synthetic import FAMILIES
+    from lare.evaluation.benchmarks import get_benchmark
+    from lare.evaluation.runner import run_benchmark
+    from lare.evaluation.scoring import score_predictions
+
+    by_family: dict[str, dict[str, Any]] = {}
+    total_correct = total_n = 0
+    token_sum = 0.0
+    tokens_known = True
+    for family in FAMILIES:
+        export = synthetic.exports[family]
+        items = get_benchmark(family).load(export.files, export.images)
+        suffix = "" if latent_ablation == "none" else f"_{latent_ablation}"
+        predictions = run_benchmark(model, processor, items, method, out_dir / f"{family}_{method}{suffix}.jsonl",
+                                    batch_size=config.eval_batch_size,
+                                    max_new_tokens=config.max_new_tokens[method], latent_ablation=latent_ablation,
+                                    seed=config.seed)
+        metrics = score_predictions(family, export.files, predictions)
+        accuracy = _family_accuracy(family, metrics)
+        n = len(items)
+        correct = round(accuracy * n)
+        by_family[family] = {"accuracy": accuracy, "tokens_correct": metrics["tokens_correct"], "n": n,
+                             "metrics": metrics}
+        total_correct += correct
+        total_n += n
+        if metrics["tokens_correct"] is None:
+            tokens_known = tokens_known and correct == 0
+        else:
+            token_sum += metrics["tokens_correct"] * correct
+    tokens = token_sum / total_correct if tokens_known and total_correct else None
+    return MethodScore(accuracy=total_correct / total_n, tokens_correct=tokens, n=total_n, by_family=by_family)
+
+
+def run_demo(config: DemoConfig) -> DemoResult:
+    """The whole demo; resumable (finished training runs and prediction files are reused)."""
+    from lare.data.synthetic import generate_synthetic
+    from lare.modeling.modeling_lare import LaReForConditionalGeneration
+    from lare.processing import LaReProcessor
+
+    start = time.perf_counter()
+    out = config.out_dir
+    data_dir = out / "data"
+    synthetic = generate_synthetic(data_dir, config.n_train, config.n_test, seed=config.seed, overwrite=True)
+    joined_train = load_joined(synthetic.train_exports, synthetic.train_path)
+    prompted = {method: write_prompted_records(joined_train, method, out / "records" / f"train_{method}.json")
+                for method in METHODS}
+    checkpoints, metrics_paths = train_all(config, data_dir, prompted, synthetic)
+
+    eval_dir = out / "predictions"
+    scores: dict[str, MethodScore] = {}
+    ablations: dict[str, MethodScore] = {}
+    models = {}
+    for method in METHODS:
+        model = LaReForConditionalGeneration.from_pretrained(checkpoints[method]).eval()
+        processor = LaReProcessor.from_pretrained(checkpoints[method])
+        models[method] = (model, processor)
+        with torch.inference_mode():
+            scores[method] = evaluate(model, processor, method, synthetic, eval_dir, config)
+            if method == "lare":
+                for ablation in ABLATIONS:
+                    ablations[ablation] = evaluate(model, processor, method, synthetic, eval_dir, config, ablation)
+    result = DemoResult(out_dir=out, methods=scores, latent_ablations=ablations, metrics_paths=metrics_paths,
+                        seed=config.seed, n_test=synthetic.n_test, wall_s=0.0, checkpoints=checkpoints)
+
+    from lare.demo.report import write_report
+
+    lare_model, lare_processor = models["lare"]
+    result.wall_s = time.perf_counter() - start
+    write_report(result, config, synthetic, lare_model, lare_processor)
+    result.wall_s = time.perf_counter() - start
+    (out / "results.json").write_text(json.dumps(results_json(result), indent=2), encoding="utf-8")
+    return result
+
+
+def results_json(result: DemoResult) -> dict[str, Any]:
+    """The `results.json` layout: accuracies as fractions."""
+
+    def brief(score: MethodScore, with_families: bool) -> dict[str, Any]:
+        entry: dict[str, Any] = {"accuracy": score.accuracy, "tokens_correct": score.tokens_correct, "n": score.n}
+        if with_families:
+            entry["by_family"] = {family: {k: v for k, v in data.items() if k != "metrics"}
+                                  for family, data in score.by_family.items()}
+        return entry
+
+    return {
+        "methods": {name: brief(score, True) for name, score in result.methods.items()},
+        "latent_ablations": {name: brief(score, True) for name, score in result.latent_ablations.items()},
+        "seed": result.seed,
+        "n_test": result.n_test,
+        "wall_s": result.wall_s,
+        **result.extras,
+    }
