@@ -9,8 +9,8 @@ the vision tower trains, as in stages III/IV):
     lare_ntp_only    T = 4, NTP only (λs 0: the latent loop's own cost)
 Timings are medians over `--steps` rounds after `--warmup` rounds; within a round the kinds alternate, so slow
 drift of a shared machine hits all three alike. Peak memory: on CUDA `torch.cuda.max_memory_allocated` per kind;
-on CPU each kind runs in a fresh process and reports the peak RSS growth over its steps (`ru_maxrss` minus the RSS
-before the first step: model, batch and imports excluded; optimizer state and activations included).
+on CPU each kind runs in a fresh process and reports the peak RSS growth over its steps (Linux VmHWM, reset through
+/proc/self/clear_refs after one warm-up step, minus the RSS before the steps: activations, gradients, temporaries).
 
 Prints one JSON object; `all_losses_over_plain` (target ≤ 2.0) and `ntp_only_over_plain` (target ≤ 1.4) are
 time ratios.
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import resource
 import statistics
 import time
 from typing import Any
@@ -113,20 +112,29 @@ def time_kinds(device: torch.device, batch_size: int, warmup: int, steps: int) -
     return times, terms
 
 
-def _current_rss() -> int:
-    with open("/proc/self/statm", encoding="ascii") as handle:
-        return int(handle.read().split()[1]) * resource.getpagesize()
+def _status_bytes(field: str) -> int:
+    """A `/proc/self/status` memory field (VmRSS, VmHWM) in bytes."""
+    with open("/proc/self/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 def _cpu_peak_child(kind: str, batch_size: int, steps: int, queue) -> None:
     device = torch.device("cpu")
     model, optimizer = build(device)
     batch = make_batch(model.config, batch_size, device)
-    before = _current_rss()
+    # One step first: AdamW allocates its moment buffers on the first step, the same for every kind, and that
+    # allocation would otherwise be the peak of all three.
+    step(model, optimizer, batch, kind)
+    # Writing 5 to clear_refs resets the peak-RSS mark (VmHWM) to the current RSS (Linux >= 4.0).
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+        handle.write("5")
+    before = _status_bytes("VmRSS")
     for _ in range(steps):
         step(model, optimizer, batch, kind)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-    queue.put(peak - before)
+    queue.put(_status_bytes("VmHWM") - before)
 
 
 def peak_memory(device: torch.device, batch_size: int, steps: int) -> tuple[dict[str, int], str]:
@@ -136,11 +144,13 @@ def peak_memory(device: torch.device, batch_size: int, steps: int) -> tuple[dict
         peaks = {}
         for kind in KINDS:
             step(model, optimizer, batch, kind)  # optimizer state exists before measuring
+            torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
             for _ in range(steps):
                 step(model, optimizer, batch, kind)
             peaks[kind] = torch.cuda.max_memory_allocated(device)
-        return peaks, "torch.cuda.max_memory_allocated over the steps (model and optimizer state included)"
+        return peaks, ("torch.cuda.max_memory_allocated over the measured steps, after one warm-up step (model "
+                       "and optimizer state included)")
     context = multiprocessing.get_context("spawn")
     peaks = {}
     for kind in KINDS:
@@ -149,8 +159,9 @@ def peak_memory(device: torch.device, batch_size: int, steps: int) -> tuple[dict
         child.start()
         peaks[kind] = queue.get()
         child.join()
-    return peaks, ("peak RSS growth on CPU: ru_maxrss minus the RSS before the first step, one fresh process per "
-                   "kind (optimizer state and activations included; model, batch, imports excluded)")
+    return peaks, ("CPU: peak RSS growth during the measured steps (VmHWM after resetting it via "
+                   "/proc/self/clear_refs, minus VmRSS before the steps), one fresh process per kind, after one "
+                   "warm-up step so that AdamW's state already exists: activations, gradients and temporaries")
 
 
 def run(batch_size: int, warmup: int, steps: int, device_name: str, memory: bool) -> dict[str, Any]:
@@ -179,6 +190,7 @@ def run(batch_size: int, warmup: int, steps: int, device_name: str, memory: bool
     if memory:
         peaks, method = peak_memory(device, batch_size, steps=2)
         result["peak_memory_bytes"] = peaks
+        result["peak_memory_mib"] = {kind: round(value / 2**20, 1) for kind, value in peaks.items()}
         result["peak_memory_over_plain"] = {kind: peaks[kind] / peaks["plain"] for kind in KINDS}
         result["memory_method"] = method
     return result

@@ -222,53 +222,18 @@ def train_stage(config: StageConfig, resume: str | None = None, model: Any = Non
     model.train()
     while step < total_steps:
         started = time.perf_counter()
-        sums = torch.zeros(len(LOSS_TERMS), dtype=torch.float64)  # [K] local sums over micro-batches
-        counts = torch.zeros(len(LOSS_TERMS), dtype=torch.float64)  # [K]
-        for micro in range(grad_accum):
-            batch = {key: value.to(accelerator.device) for key, value in next(batches).items()}
-            consumed += 1
-            last = micro == grad_accum - 1
-            with contextlib.nullcontext() if last else accelerator.no_sync(model):
-                output = model(**batch, latent_steps=losses["latent_steps"])
-                # Backward runs even on a non-finite loss (its gradients are discarded below): every DDP rank
-                # must take part in the same all-reduces, and no rank knows yet what the others computed.
-                accelerator.backward(output.loss / grad_accum)
-            values = {"loss": float(output.loss.detach()), **output.losses}
-            for index, term in enumerate(LOSS_TERMS):
-                if term in values:
-                    sums[index] += values[term]
-                    counts[index] += 1
-        reduced = accelerator.reduce(torch.cat([sums, counts]).to(accelerator.device), reduction="sum").cpu()
-        sums, counts = reduced[: len(LOSS_TERMS)], reduced[len(LOSS_TERMS):]
-        terms = {term: float(sums[i] / counts[i]) for i, term in enumerate(LOSS_TERMS) if counts[i] > 0}
-
+        terms = _forward_backward(model, batches, accelerator, grad_accum, losses["latent_steps"])
+        consumed += grad_accum
         # The learning rate this step uses (the scheduler moves it on after the step).
         lrs = {f"lr/{group['name']}": group["lr"] for group in optimizer.param_groups
                if not group["name"].endswith("/no_decay")}
-        skipped, grad_norm = False, math.nan
-        if not guard.finite(terms):
-            optimizer.zero_grad(set_to_none=True)
-            skipped = True
-            guard.skip(step + 1, terms, "loss")
-        else:
-            grad_norm = float(accelerator.clip_grad_norm_(trainable, max_norm))
-            if not math.isfinite(grad_norm) and accelerator.scaler is None:
-                optimizer.zero_grad(set_to_none=True)
-                skipped = True
-                guard.skip(step + 1, {**terms, "grad_norm": grad_norm}, "gradient")
-            else:
-                # With fp16 an overflowing gradient is the grad scaler's business: it skips and lowers the scale.
-                optimizer.step()
-                if not optimizer.step_was_skipped:
-                    scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                guard.ok()
+        skipped, grad_norm = _apply_step(accelerator, optimizer, scheduler, trainable, max_norm, guard, terms,
+                                         step + 1)
         step += 1
 
         elapsed = time.perf_counter() - started
         row = {"step": step, "epoch": consumed / sampler.batches_per_epoch, **terms, "grad_norm": grad_norm,
-               **lrs,
-               "samples_per_s": global_batch * grad_accum / elapsed, "skipped": skipped}
+               **lrs, "samples_per_s": global_batch * grad_accum / elapsed, "skipped": skipped}
         if metrics is not None:
             metrics.append(row)
             progress.set_postfix(loss=f"{terms.get('loss', math.nan):.4f}",
@@ -288,6 +253,55 @@ def train_stage(config: StageConfig, resume: str | None = None, model: Any = Non
     return TrainResult(output_dir=output_dir, checkpoint=final, state=state,
                        metrics_path=output_dir / "metrics.jsonl", model=accelerator.unwrap_model(model),
                        processor=processor)
+
+
+def _forward_backward(model: Any, batches: Any, accelerator: Accelerator, grad_accum: int, latent_steps: int
+                      ) -> dict[str, float]:
+    """Run `grad_accum` micro-batches (forward + backward of loss / grad_accum); return each loss term averaged
+    over micro-batches and processes (one all-reduce)."""
+    sums = torch.zeros(len(LOSS_TERMS), dtype=torch.float64)  # [K] local sums over micro-batches
+    counts = torch.zeros(len(LOSS_TERMS), dtype=torch.float64)  # [K]
+    for micro in range(grad_accum):
+        batch = {key: value.to(accelerator.device) for key, value in next(batches).items()}
+        # DDP all-reduces gradients only on the last micro-batch of the step.
+        with contextlib.nullcontext() if micro == grad_accum - 1 else accelerator.no_sync(model):
+            output = model(**batch, latent_steps=latent_steps)
+            # Backward runs even on a non-finite loss (its gradients are discarded afterwards): every DDP rank
+            # must take part in the same all-reduces, and no rank knows yet what the others computed.
+            accelerator.backward(output.loss / grad_accum)
+        values = {"loss": float(output.loss.detach()), **output.losses}
+        for index, term in enumerate(LOSS_TERMS):
+            if term in values:
+                sums[index] += values[term]
+                counts[index] += 1
+    reduced = accelerator.reduce(torch.cat([sums, counts]).to(accelerator.device), reduction="sum").cpu()  # [2K]
+    sums, counts = reduced[: len(LOSS_TERMS)], reduced[len(LOSS_TERMS):]
+    # A NaN/inf on any rank or micro-batch makes the term non-finite here, on every rank alike.
+    return {term: float(sums[i] / counts[i]) for i, term in enumerate(LOSS_TERMS) if counts[i] > 0}
+
+
+def _apply_step(accelerator: Accelerator, optimizer: Any, scheduler: Any, trainable: list[torch.Tensor],
+                max_norm: float, guard: NonFiniteGuard, terms: dict[str, float], step: int) -> tuple[bool, float]:
+    """Clip and apply the accumulated gradients, or discard them when the loss or the gradient is non-finite.
+
+    Returns (skipped, gradient norm before clipping). Raises `NonFiniteLossError` via the guard.
+    """
+    if not guard.finite(terms):
+        optimizer.zero_grad(set_to_none=True)
+        guard.skip(step, terms, "loss")
+        return True, math.nan
+    grad_norm = float(accelerator.clip_grad_norm_(trainable, max_norm))
+    if not math.isfinite(grad_norm) and accelerator.scaler is None:
+        optimizer.zero_grad(set_to_none=True)
+        guard.skip(step, {**terms, "grad_norm": grad_norm}, "gradient")
+        return True, grad_norm
+    # With fp16 an overflowing gradient is the grad scaler's business: it skips the update and lowers the scale.
+    optimizer.step()
+    if not optimizer.step_was_skipped:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    guard.ok()
+    return False, grad_norm
 
 
 def _log_config_changes(checkpoint: Path, config: StageConfig) -> None:
