@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
+import torch
 
 from lare.training.config import (
     ConfigError,
@@ -11,6 +14,7 @@ from lare.training.config import (
     load_stage_config,
     parse_override_args,
 )
+from lare.training.loop import resolve_mixed_precision, resolve_trackers
 from lare.training.pipeline import pipeline_stage_configs
 
 from .helpers import PAPER_CONFIGS, TINY_CONFIGS
@@ -97,3 +101,18 @@ def test_parse_override_args():
         parse_override_args(["--run.seed"])
     with pytest.raises(ConfigError, match="dotted key"):
         parse_override_args(["--seed=3"])
+
+
+def test_device_dependent_settings_fail_clearly_where_unsupported():
+    assert resolve_trackers("none") == []
+    if not torch.cuda.is_available():
+        assert resolve_mixed_precision("auto") == "no"
+        with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+            resolve_mixed_precision("fp16")
+    else:
+        assert resolve_mixed_precision("auto") in ("bf16", "fp16")
+    if importlib.util.find_spec("tensorboard") is None:
+        with pytest.raises(ConfigError, match="tensorboard package is not installed"):
+            resolve_trackers("tensorboard")
+    else:
+        assert resolve_trackers("auto") == ["tensorboard"]

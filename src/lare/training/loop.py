@@ -35,7 +35,7 @@ from lare.training.checkpoint import (
     resolve_resume,
     save_checkpoint,
 )
-from lare.training.config import ModelSpec, StageConfig
+from lare.training.config import ConfigError, ModelSpec, StageConfig
 from lare.training.data_loading import build_collator, build_dataset, prepare_synthetic
 from lare.training.metrics_log import MetricsLog
 from lare.training.model_loading import apply_loss_spec, build_model
@@ -70,9 +70,9 @@ def resolve_mixed_precision(setting: str) -> str:
             return "no"
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if setting == "fp16" and not cuda:
-        raise ValueError("run.mixed_precision=fp16 needs a CUDA device; use 'no' (or 'bf16') on CPU")
+        raise ConfigError("run.mixed_precision=fp16 needs a CUDA device; use 'no' (or 'bf16') on CPU")
     if setting == "bf16" and cuda and not torch.cuda.is_bf16_supported():
-        raise ValueError("run.mixed_precision=bf16: this GPU has no bf16 support; use 'fp16'")
+        raise ConfigError("run.mixed_precision=bf16: this GPU has no bf16 support; use 'fp16'")
     return setting
 
 
@@ -83,7 +83,7 @@ def resolve_trackers(setting: str) -> list[str]:
     candidates = ["tensorboard", "wandb"] if setting == "auto" else [setting]
     found = [name for name in candidates if importlib.util.find_spec(name) is not None]
     if setting != "auto" and not found:
-        raise ValueError(f"run.log_with={setting}, but the {setting} package is not installed")
+        raise ConfigError(f"run.log_with={setting}, but the {setting} package is not installed")
     return found[:1]
 
 
