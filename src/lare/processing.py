@@ -43,8 +43,6 @@ class LaReProcessor(ProcessorMixin):
     """
 
     attributes = ["image_processor", "tokenizer"]
-    image_processor_class = "CLIPImageProcessorPil"
-    tokenizer_class = "AutoTokenizer"
 
     def __init__(self, image_processor=None, tokenizer=None, num_image_tokens: int = 256,
                  chat_template: str | None = None, **kwargs: Any) -> None:
@@ -102,6 +100,14 @@ class LaReProcessor(ProcessorMixin):
         return self.tokenizer.decode(*args, **kwargs)
 
     # Constructors -----------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, **kwargs: Any) -> LaReProcessor:
+        """Load a saved processor (e.g. from a LaRe model directory)."""
+        from lare.modeling.modeling_lare import register_auto_classes
+
+        register_auto_classes()  # the directory's config.json says model_type "lare"
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
     @classmethod
     def tiny(cls, extra_corpus: str = "") -> LaReProcessor:
         """The processor matching `LaReConfig.tiny()`: an offline byte-level BPE tokenizer and 64 px CLIP input."""

@@ -34,6 +34,15 @@ logger = logging.getLogger(__name__)
 LATENT_ABLATIONS = ("none", "zero", "shuffle", "noise")
 
 
+def register_auto_classes() -> None:
+    """Make `AutoConfig` / `AutoModel` / `AutoModelForImageTextToText` know the "lare" model type; idempotent."""
+    from transformers import AutoModelForImageTextToText
+
+    AutoConfig.register(LaReConfig.model_type, LaReConfig, exist_ok=True)
+    for auto_class in (AutoModel, AutoModelForImageTextToText):
+        auto_class.register(LaReConfig, LaReForConditionalGeneration, exist_ok=True)
+
+
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """[B, L] 0/1 mask → position ids [B, L] counting only attended tokens (left padding gets 0)."""
     positions = attention_mask.long().cumsum(-1) - 1
@@ -79,6 +88,7 @@ class LaReForConditionalGeneration(LaRePreTrainedModel, GenerationMixin):
     def __init__(self, config: LaReConfig) -> None:
         super().__init__(config)
         register_saliency_attention()
+        register_auto_classes()
         self.vision_tower = VisionTower(copy.deepcopy(config.vision_config), config.vision_feature_select_strategy)
         text_config = copy.deepcopy(config.text_config)
         self.language_model = AutoModelForCausalLM.from_config(text_config, attn_implementation=SALIENCY_ATTENTION)
