@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from lare.analysis.markdown import markdown_table
-from lare.data.images import open_image
+from lare.data.images import ImageError, open_image
 from lare.data.records import IMAGE_MARKER, Record
 from lare.evaluation.benchmarks.item import BenchmarkItem, ImageSource
 
@@ -111,6 +111,8 @@ class DecontaminationReport:
         kept_ids: ids of the records that stay, in training-file order.
         counts: removed records per reason (`REASONS`).
         counts_by_benchmark: removed records per benchmark they collide with.
+        unreadable_benchmark_images: "benchmark:id" of benchmark images that could not be decoded (logged; the
+            image search could not use them).
     """
 
     n_train: int
@@ -121,6 +123,7 @@ class DecontaminationReport:
     kept_ids: list[str]
     counts: dict[str, int] = field(default_factory=dict)
     counts_by_benchmark: dict[str, int] = field(default_factory=dict)
+    unreadable_benchmark_images: list[str] = field(default_factory=list)
 
     @property
     def n_kept(self) -> int:
@@ -213,29 +216,42 @@ def decontaminate(train_records: Sequence[Record], benchmark_items: Sequence[Ben
     for record in train_records:
         if record.id not in removed and record.image is not None:
             train_paths.setdefault(record.image, []).append(record)
+    unreadable: list[str] = []
     if bench_sources and train_paths:
-        bench_list = list(bench_sources)
-        bench_embeds = embed_images([source.load() for source in bench_list], vision_model, image_processor,
-                                    batch_size, pooling)  # [K, d]
+        bench_list, bench_images = [], []
+        for source, item in bench_sources.items():
+            try:
+                bench_images.append(source.load())
+            except ImageError as error:
+                # Nothing can be compared with it; say so in the report rather than fail or drop it silently.
+                logger.warning("benchmark %s item %s: image unreadable (%s); not used for the image search",
+                               item.benchmark, item.id, error)
+                unreadable.append(f"{item.benchmark}:{item.id}")
+                continue
+            bench_list.append(source)
+        bench_embeds = embed_images(bench_images, vision_model, image_processor, batch_size, pooling)  # [K, d]
+        del bench_images
         path_list = list(train_paths)
         train_embeds = torch.cat([
             embed_images([open_image(p, image_root=train_image_root) for p in path_list[start:start + batch_size]],
                          vision_model, image_processor, batch_size, pooling)
             for start in range(0, len(path_list), batch_size)
-        ])  # [U, d]; images are opened one batch at a time to bound memory
-        similarity, nearest = _nearest(train_embeds, bench_embeds)
-        for path, sim, index in zip(path_list, similarity.tolist(), nearest.tolist()):
-            if sim >= threshold:
-                match = bench_sources[bench_list[index]]
-                for record in train_paths[path]:
-                    removed[record.id] = RemovedRecord(record.id, "near_duplicate_image", match.benchmark,
-                                                       str(match.id), similarity=float(sim))
+        ])  # [U, d]; training images are opened one batch at a time to bound memory
+        if bench_list:
+            similarity, nearest = _nearest(train_embeds, bench_embeds)
+            for path, sim, index in zip(path_list, similarity.tolist(), nearest.tolist()):
+                if sim >= threshold:
+                    match = bench_sources[bench_list[index]]
+                    for record in train_paths[path]:
+                        removed[record.id] = RemovedRecord(record.id, "near_duplicate_image", match.benchmark,
+                                                           str(match.id), similarity=float(sim))
     ordered = [removed[r.id] for r in train_records if r.id in removed]
     report = DecontaminationReport(
         n_train=len(train_records), n_benchmark=len(benchmark_items), threshold=threshold, pooling=pooling,
         removed=ordered, kept_ids=[r.id for r in train_records if r.id not in removed],
         counts={reason: sum(r.reason == reason for r in ordered) for reason in REASONS},
         counts_by_benchmark=dict(sorted(Counter(r.benchmark for r in ordered).items())),
+        unreadable_benchmark_images=unreadable,
     )
     logger.info("decontamination: %d of %d training records removed (%s)", len(ordered), len(train_records),
                 report.counts)
@@ -259,7 +275,9 @@ def decontamination_markdown(report: DecontaminationReport, max_rows: int = 50) 
         "# Decontamination", "",
         f"{report.n_train} training records against {report.n_benchmark} benchmark questions: "
         f"{len(report.removed)} removed, {report.n_kept} kept (image cosine threshold {report.threshold:g}, "
-        f"{report.pooling} embeddings).", "",
+        f"{report.pooling} embeddings)."
+        + (f" {len(report.unreadable_benchmark_images)} benchmark images could not be read and were not searched."
+           if report.unreadable_benchmark_images else ""), "",
         markdown_table(["reason", "removed"], [[k, v] for k, v in report.counts.items()]),
         markdown_table(["benchmark", "removed"], [[k, v] for k, v in report.counts_by_benchmark.items()]),
         markdown_table(["id", "reason", "benchmark", "benchmark id", "similarity"], rows, digits=4),
