@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -185,3 +184,14 @@ def test_cli_with_a_benchmark_loader(corpus, tower, synthetic, tmp_path):
     assert {k: v[0] for k, v in reasons.items() if k != "mmbench_copy"} == EXPECTED
     kept = json.loads((tmp_path / "train_cli.decontaminated.json").read_text())
     assert len(kept) == len(train) - 5
+
+
+def test_unreadable_benchmark_image_is_reported(corpus, tower):
+    model, processor, _ = tower
+    train, _ = load_records(corpus / "train.json", corpus / "images")
+    bench_records, _ = load_records(corpus / "bench.json", corpus / "images")
+    items = benchmark_items_from_records(bench_records, corpus / "images", "bench")
+    missing = benchmark_items_from_records(bench_records[:1], corpus / "nowhere", "broken")
+    report = decontaminate(train, items + missing, model, processor, THRESHOLD, corpus / "images", pooling="mean")
+    assert report.unreadable_benchmark_images == ["broken:b0"]
+    assert {r.id: r.reason for r in report.removed} == EXPECTED  # the readable benchmark images still count

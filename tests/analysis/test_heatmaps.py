@@ -6,8 +6,14 @@ import json
 
 import torch
 
-from lare.analysis.heatmaps import COLUMN_WIDTH, ROW_HEIGHT, RefocusTrace, collect_heatmaps, plot_refocus_grid, \
-    write_heatmaps
+from lare.analysis.heatmaps import (
+    COLUMN_WIDTH,
+    ROW_HEIGHT,
+    RefocusTrace,
+    collect_heatmaps,
+    plot_refocus_grid,
+    write_heatmaps,
+)
 from tests.analysis.pngs import assert_png
 
 
@@ -16,7 +22,7 @@ def test_collect_and_write_heatmaps(tiny_model, tiny_processor, samples, tmp_pat
     report = collect_heatmaps(tiny_model, tiny_processor, chosen, batch_size=2, max_new_tokens=3, latent_steps=2)
     side = tiny_model.config.grid_size
     assert [e.id for e in report.entries] == [s.id for s in chosen]
-    for trace, entry in zip(report.traces, report.entries):
+    for trace, entry in zip(report.traces, report.entries, strict=True):
         assert trace.saliency.shape == (2, side, side)
         torch.testing.assert_close(trace.saliency.sum(dim=(-1, -2)), torch.ones(2))  # each step sums to 1
         assert entry.steps_taken == 2 and len(entry.windows) == 2

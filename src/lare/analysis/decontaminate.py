@@ -239,7 +239,7 @@ def decontaminate(train_records: Sequence[Record], benchmark_items: Sequence[Ben
         ])  # [U, d]; training images are opened one batch at a time to bound memory
         if bench_list:
             similarity, nearest = _nearest(train_embeds, bench_embeds)
-            for path, sim, index in zip(path_list, similarity.tolist(), nearest.tolist()):
+            for path, sim, index in zip(path_list, similarity.tolist(), nearest.tolist(), strict=True):
                 if sim >= threshold:
                     match = bench_sources[bench_list[index]]
                     for record in train_paths[path]:

@@ -115,12 +115,12 @@ def plan_probe_pairs(image_keys: Sequence[str], question_keys: Sequence[str], n_
         logger.warning("only %d records: probing %d positive and %d negative pairs instead of %d and %d", n,
                        n_pos, n_neg, n_positive, n_pairs - n_positive)
     by_image, by_question = defaultdict(list), defaultdict(list)
-    for index, (ik, qk) in enumerate(zip(image_keys, question_keys)):
+    for index, (ik, qk) in enumerate(zip(image_keys, question_keys, strict=True)):
         by_image[ik].append(index)
         by_question[qk].append(index)
 
     def other(i: int, natural: list[int], valid: Any) -> int | None:
-        """A partner for record i: from the natural candidates when any, else by rejection sampling."""
+        """A partner s for record i (valid(s) true): from the natural candidates when any, else by rejection."""
         candidates = [s for s in natural if s != i and valid(s)]
         if candidates:
             return int(rng.choice(candidates))
@@ -134,7 +134,7 @@ def plan_probe_pairs(image_keys: Sequence[str], question_keys: Sequence[str], n_
                                                        for i in map(int, rng.choice(n, n_pos, replace=False))]
     seen: set[tuple] = set()
     per_kind = [n_neg // 3 + (k < n_neg % 3) for k in range(3)]
-    for kind, count in zip(NEGATIVE_KINDS, per_kind):
+    for kind, count in zip(NEGATIVE_KINDS, per_kind, strict=True):
         made = attempts = 0
         while made < count:
             attempts += 1
@@ -142,14 +142,15 @@ def plan_probe_pairs(image_keys: Sequence[str], question_keys: Sequence[str], n_
                 raise ValueError(f"cannot draw {count} '{kind}' negatives from {n} records: too few distinct "
                                  "images or questions")
             i = int(rng.integers(n))
+            ik, qk = image_keys[i], question_keys[i]
             if kind == "same_image":
-                s = other(i, by_image[image_keys[i]], lambda s: question_keys[s] != question_keys[i])
+                s = other(i, by_image[ik], lambda s, qk=qk: question_keys[s] != qk)
                 anchor = (i, s)
             elif kind == "same_question":
-                s = other(i, by_question[question_keys[i]], lambda s: image_keys[s] != image_keys[i])
+                s = other(i, by_question[qk], lambda s, ik=ik: image_keys[s] != ik)
                 anchor = (s, i)
             else:
-                s = other(i, [], lambda s: (image_keys[s], question_keys[s]) != (image_keys[i], question_keys[i]))
+                s = other(i, [], lambda s, ik=ik, qk=qk: (image_keys[s], question_keys[s]) != (ik, qk))
                 anchor = (s, s)
             if s is None:
                 continue
@@ -159,7 +160,7 @@ def plan_probe_pairs(image_keys: Sequence[str], question_keys: Sequence[str], n_
             seen.add(key)
             rows.append((i, anchor[0], anchor[1], s, 0, kind))
             made += 1
-    columns = list(zip(*rows))
+    columns = list(zip(*rows, strict=True))  # rows → columns
     return ProbePlan(latent=np.array(columns[0]), image_source=np.array(columns[1]),
                      question_source=np.array(columns[2]), partner=np.array(columns[3]),
                      label=np.array(columns[4]), kind=np.array(columns[5], dtype=object))
@@ -350,7 +351,7 @@ def extract_probe_features(model: Any, processor: Any, samples: Sequence[Analysi
     # Every instance the plan needs, once: the records' own (i, i), and the crossed (image of a, question of b).
     index: dict[tuple[str, str], int] = {}
     instances: list[tuple[Any, str]] = []
-    for a, b in [(i, i) for i in plan.latent] + list(zip(plan.image_source, plan.question_source)):
+    for a, b in [(i, i) for i in plan.latent] + list(zip(plan.image_source, plan.question_source, strict=True)):
         key = (image_keys[a], question_keys[b])
         if key not in index:
             index[key] = len(instances)
@@ -363,7 +364,8 @@ def extract_probe_features(model: Any, processor: Any, samples: Sequence[Analysi
     text = _text_features(model, processor, texts, batch_size)  # [len(partners), S]
     text_row = {p: row for row, p in enumerate(partners)}
     own = [index[(image_keys[i], question_keys[i])] for i in plan.latent]
-    anchor = [index[(image_keys[a], question_keys[b])] for a, b in zip(plan.image_source, plan.question_source)]
+    anchor = [index[(image_keys[a], question_keys[b])]
+              for a, b in zip(plan.image_source, plan.question_source, strict=True)]
     return ProbeFeatures(latent=latent[own], vision=vision[anchor], text=text[[text_row[p] for p in plan.partner]],
                          plan=plan)
 

@@ -175,7 +175,7 @@ def plot_reconstructions(report: ReconstructionReport, out_path: str | Path, max
             (report.reconstructions[i], f"own  MSE {entry.mse:.3f} / {entry.psnr:.1f} dB"),
             (report.shuffled[i], f"shuffled  MSE {entry.shuffled_mse:.3f} / {entry.shuffled_psnr:.1f} dB"),
         )
-        for ax, (image, title) in zip(axes[i], panels):
+        for ax, (image, title) in zip(axes[i], panels, strict=True):
             ax.imshow(_to_uint8(image), interpolation="nearest")
             ax.set_title(title, fontsize=7)
             ax.set_xticks([])

@@ -244,5 +244,6 @@ def _decontaminate(args: argparse.Namespace) -> int:
     image_processor = AutoImageProcessor.from_pretrained(args.vision_model)
     report = decontaminate(train_records, items, vision_model, image_processor, args.threshold, train_root,
                            args.batch_size, args.pooling)
-    paths = write_decontamination(report, train_records, args.out, filtered_name=f"{args.train.stem}.decontaminated.json")
+    paths = write_decontamination(report, train_records, args.out,
+                                  filtered_name=f"{args.train.stem}.decontaminated.json")
     return _report(paths)
