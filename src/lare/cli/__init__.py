@@ -32,7 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    # Commands that take free-form config overrides (`lare train --optim.lr.projector=1e-3`) receive the
+    # arguments argparse does not know; every other command rejects them as usual.
+    if extras and not getattr(args, "accepts_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    args.overrides = extras
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     return int(args.handler(args) or 0)
 

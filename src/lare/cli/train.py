@@ -19,22 +19,11 @@ _FLAG_KEYS = {"max_steps": "run.max_steps", "output_dir": "run.output_dir", "sav
               "seed": "run.seed"}
 
 
-class _OverridesParser(argparse.ArgumentParser):
-    """Keeps unknown `--section.key[=value]` arguments as config overrides instead of rejecting them."""
-
-    def parse_known_args(self, args=None, namespace=None):
-        namespace, extras = super().parse_known_args(args, namespace)
-        namespace.overrides = list(getattr(namespace, "overrides", None) or []) + list(extras)
-        return namespace, []
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `train` command."""
     parser = subparsers.add_parser(
         "train", help="train one stage (--config) or stages I-IV (--pipeline)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    # argparse builds sub-parsers from the parent's class; this one must also accept free-form dotted overrides.
-    parser.__class__ = _OverridesParser
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", help="a stage config (YAML)")
     source.add_argument("--pipeline", help="a pipeline config (YAML) chaining stages I-IV")
@@ -44,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, help="random seed (run.seed)")
     parser.add_argument("--resume", metavar="auto|PATH",
                         help="continue from the output dir's latest checkpoint (auto) or from PATH")
-    parser.set_defaults(handler=_train, overrides=[])
+    # Free-form `--section.key=value` arguments reach `args.overrides` (see `lare.cli.main`).
+    parser.set_defaults(handler=_train, accepts_overrides=True)
 
 
 def _overrides(args: argparse.Namespace, pipeline: bool) -> dict[str, Any]:
