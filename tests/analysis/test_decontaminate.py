@@ -3,7 +3,6 @@ removed; distinct images and near-miss questions are kept. The vision tower is a
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 
@@ -21,7 +20,7 @@ from lare.analysis.decontaminate import (
     qa_keys,
     write_decontamination,
 )
-from lare.cli.analyze import register_decontaminate
+from lare.cli import main
 from lare.data.images import open_image
 from lare.data.records import load_records
 from lare.evaluation.benchmarks import get_benchmark
@@ -169,15 +168,11 @@ def test_cli_with_a_benchmark_loader(corpus, tower, synthetic, tmp_path):
     train_path = corpus / "train_cli.json"
     train_path.write_text(json.dumps(train), encoding="utf-8")
 
-    parser = argparse.ArgumentParser()
-    data = parser.add_subparsers(dest="command").add_parser("data").add_subparsers(dest="data_command")
-    register_decontaminate(data)
-    args = parser.parse_args([
+    assert main([
         "data", "decontaminate", "--train", str(train_path), "--against", f"mmbench={mmbench_tsv}",
         f"bench={corpus / 'bench.json'}", "--threshold", str(THRESHOLD), "--vision-model", str(tower_dir),
         "--pooling", "mean", "--out", str(tmp_path), "--device", "cpu",
-    ])
-    assert args.handler(args) == 0
+    ]) == 0
     saved = json.loads((tmp_path / "decontamination.json").read_text())
     reasons = {r["id"]: (r["reason"], r["benchmark"]) for r in saved["removed"]}
     assert reasons["mmbench_copy"] == ("exact_qa", "mmbench")

@@ -140,7 +140,7 @@ def test_reconstruction_target_is_the_window_crop_in_minus_one_to_one(tiny_model
     model = type(tiny_model)(whole).eval()
     with torch.no_grad():
         loop = model.latent_reasoning(**batch, latent_steps=1)
-        crops = model._window_crops(batch["pixel_values"], loop)
+        crops = model.reconstruction_target(batch["pixel_values"], loop.windows, loop.step_mask)
     pixels = torch.stack([torch.from_numpy(np.asarray(im, dtype=np.float32)).permute(2, 0, 1) for im in images])
     size = model.semantic_losses["image"].config.sample_size
     expected = F.interpolate(pixels / 127.5 - 1.0, size=(size, size), mode="bilinear", antialias=True,

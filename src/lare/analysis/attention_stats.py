@@ -37,17 +37,6 @@ logger = logging.getLogger(__name__)
 PERCENTILES = (25, 50, 75, 95)
 
 
-class VisualAttentionRecorder(SaliencyRecorder):
-    """A `SaliencyRecorder` that also gives the raw attention, before the saliency's renormalisation."""
-
-    def raw_attention(self) -> torch.Tensor:
-        """[B, Nv]: attention probability on each visual token, averaged over heads, rows and recorded layers."""
-        if not self._per_layer:
-            raise RuntimeError("VisualAttentionRecorder recorded nothing: is the model's attention implementation "
-                               "the saliency-capturing one?")
-        return torch.stack(self._per_layer).mean(dim=0)  # [B, Nv]
-
-
 def _visual_positions(model: Any, input_ids: torch.Tensor) -> torch.Tensor:
     """[B, Nv]: each sample's `<image>` token positions (the prompt sits at the front of every sequence/cache)."""
     is_image = input_ids == model.config.image_token_id  # [B, L]
@@ -64,12 +53,12 @@ def first_token_visual_attention(model: Any, input_ids: torch.Tensor, attention_
     """
     steps = model.config.latent_steps if latent_steps is None else int(latent_steps)
     layers = list(range(model.config.text_config.num_hidden_layers))
-    recorder = VisualAttentionRecorder(1, layers, _visual_positions(model, input_ids))
+    recorder = SaliencyRecorder(1, layers, _visual_positions(model, input_ids))
     if steps == 0:
         embeds, _, _ = model.embed_inputs(input_ids, pixel_values)  # [B, L, D]
         model.decoder(inputs_embeds=embeds, attention_mask=attention_mask,
                       position_ids=positions_from_mask(attention_mask), use_cache=False, saliency_recorder=recorder)
-        return recorder.raw_attention()
+        return recorder.attention_mass()
     loop = model.latent_reasoning(input_ids, attention_mask, pixel_values, latent_steps=steps, use_cache=True)
     batch = input_ids.shape[0]
     eot_ids = torch.full((batch, 1), model.config.eot_token_id, device=input_ids.device)
@@ -77,7 +66,7 @@ def first_token_visual_attention(model: Any, input_ids: torch.Tensor, attention_
     mask = torch.cat([loop.attention_mask, loop.attention_mask.new_ones(batch, 1)], dim=1)  # [B, L'+1]
     model.decoder(inputs_embeds=eot, attention_mask=mask, position_ids=positions_from_mask(mask)[:, -1:],
                   cache=loop.cache, use_cache=True, saliency_recorder=recorder)
-    return recorder.raw_attention()
+    return recorder.attention_mass()
 
 
 def collect_visual_attention(model: Any, processor: Any, samples: Sequence[AnalysisSample], batch_size: int = 8,

@@ -3,7 +3,7 @@
 For each sample the latent loop runs, and the model's `ImageReconstructor` samples an image from the sample's
 latents by reverse diffusion (DDIM; decoded through the VAE when the reconstructor has one, pixels for the tiny
 preset). The target is the image crop under the sample's refocus windows mapped to [-1, 1], built exactly as the
-training loss builds it (`window_crops`).
+training loss builds it (`model.reconstruction_target`).
 
 Baseline: the same sampling from *shuffled* latents, i.e. each sample conditioned on another sample's latents
 (rolled by one across the whole set), with the same initial noise. If the reconstruction from the sample's own
@@ -26,7 +26,6 @@ import torch
 
 from lare.analysis.markdown import markdown_table
 from lare.analysis.samples import AnalysisSample, batched, model_inputs
-from lare.losses.reconstruction import crop_windows
 
 logger = logging.getLogger(__name__)
 
@@ -39,21 +38,6 @@ CELL_HEIGHT = 2.2
 def psnr(mse: float, data_range: float = DATA_RANGE) -> float:
     """Peak signal-to-noise ratio in dB; infinite for a perfect reconstruction."""
     return math.inf if mse == 0 else 10.0 * math.log10(data_range**2 / mse)
-
-
-def window_crops(model: Any, pixel_values: torch.Tensor, windows: torch.Tensor, step_mask: torch.Tensor
-                 ) -> torch.Tensor:
-    """The reconstruction target exactly as training builds it: the crop under the windows, in [-1, 1].
-
-    pixel_values [B, 3, H, W] (processor-normalised), windows [B, T, 4], step_mask [B, T] → [B, 3, s, s]. The
-    processor's normalisation is undone with the model config's `image_mean` / `image_std`.
-    """
-    side = model.config.grid_size
-    size = model.semantic_losses["image"].config.sample_size
-    crops = crop_windows(pixel_values.float(), windows, step_mask, (side, side), size)  # [B, 3, s, s]
-    mean = torch.tensor(model.config.image_mean, device=crops.device)[:, None, None]  # [3, 1, 1]
-    std = torch.tensor(model.config.image_std, device=crops.device)[:, None, None]  # [3, 1, 1]
-    return (crops * std + mean) * 2.0 - 1.0
 
 
 @dataclass
@@ -115,7 +99,7 @@ def reconstruct_from_latents(model: Any, processor: Any, samples: Sequence[Analy
         loop = model.latent_reasoning(**inputs, latent_steps=latent_steps, use_cache=True)
         latents.append(loop.latents.flatten(1, 2))  # [B, T·k, D]
         masks.append(loop.step_mask.repeat_interleave(k, dim=1))  # [B, T·k]
-        crops.append(window_crops(model, inputs["pixel_values"], loop.windows, loop.step_mask).cpu())
+        crops.append(model.reconstruction_target(inputs["pixel_values"], loop.windows, loop.step_mask).cpu())
     all_latents, all_masks = torch.cat(latents), torch.cat(masks)  # [N, M, D], [N, M]
     crop = torch.cat(crops)  # [N, 3, s, s]
     own = _sample(reconstructor, all_latents, all_masks, batch_size, sampling_steps, seed)

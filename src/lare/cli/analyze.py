@@ -4,7 +4,7 @@ Every sub-command takes a saved LaRe model directory (`--model`, with its proces
 LLaVA-format records (`--data`, e.g. the synthetic `test.json`, images under `--images`), writes its PNG / JSON /
 markdown into `--out` and prints the markdown table.
 
-`register_decontaminate(data_subparsers)` adds `lare data decontaminate`; the `data` command wires it.
+`register_decontaminate(data_subparsers)` adds `lare data decontaminate` (wired by `lare.cli.data`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""`lare data`: data tools. Sub-commands: `synthetic` (generate the embedded benchmark)."""
+"""`lare data`: data tools. Sub-commands: `synthetic` (generate the embedded benchmark) and `decontaminate`
+(drop training records that match benchmark questions or images)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `data` command; each data tool is a nested sub-command with its own `handler`."""
-    parser = subparsers.add_parser("data", help="data tools: generate the synthetic benchmark")
+    from lare.cli.analyze import register_decontaminate
+
+    parser = subparsers.add_parser("data", help="data tools: generate the synthetic benchmark, decontaminate")
     commands = parser.add_subparsers(dest="data_command", required=True)
 
     synthetic = commands.add_parser("synthetic", help="generate the synthetic visual-reasoning benchmark")
@@ -17,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synthetic.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synthetic.add_argument("--overwrite", action="store_true", help="replace an existing benchmark in --out")
     synthetic.set_defaults(handler=_synthetic)
+    register_decontaminate(commands)
 
 
 def _synthetic(args: argparse.Namespace) -> int:

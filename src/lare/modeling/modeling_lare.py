@@ -431,7 +431,8 @@ class LaReForConditionalGeneration(LaRePreTrainedModel, GenerationMixin):
             total = total + cfg.align_weight * align
             losses["align"] = float(align.detach())
         if cfg.image_weight > 0:
-            image = self.semantic_losses["image"](latents, latent_mask, self._window_crops(pixel_values, loop))
+            image = self.semantic_losses["image"](latents, latent_mask, self.reconstruction_target(
+                pixel_values, loop.windows, loop.step_mask))
             total = total + cfg.image_weight * image
             losses["image"] = float(image.detach())
         if cfg.text_weight > 0 and rationale_ids is not None and bool(rationale_mask.any()):
@@ -462,13 +463,17 @@ class LaReForConditionalGeneration(LaRePreTrainedModel, GenerationMixin):
         return self.semantic_losses["alignment"](latents, latent_mask, text_hidden, text_mask, visual,
                                                  temperature=self.config.align_temperature)
 
-    def _window_crops(self, pixel_values: torch.Tensor, loop: LatentReasoningOutput) -> torch.Tensor:
-        """The image crop under the chosen windows, mapped from the processor's normalisation to [-1, 1]."""
+    def reconstruction_target(self, pixel_values: torch.Tensor, windows: torch.Tensor, step_mask: torch.Tensor
+                              ) -> torch.Tensor:
+        """The image crop under the chosen windows, mapped from the processor's normalisation to [-1, 1].
+
+        pixel_values [B, 3, H, W], windows [B, T, 4], step_mask [B, T] → [B, 3, s, s] (s: the reconstructor's size).
+        """
         from lare.losses.reconstruction import crop_windows
 
         reconstructor = self.semantic_losses["image"]
         side = self.config.grid_size
-        crops = crop_windows(pixel_values.float(), loop.windows, loop.step_mask, (side, side),
+        crops = crop_windows(pixel_values.float(), windows, step_mask, (side, side),
                              reconstructor.config.sample_size)  # [B, 3, s, s]
         mean = torch.tensor(self.config.image_mean, device=crops.device)[:, None, None]
         std = torch.tensor(self.config.image_std, device=crops.device)[:, None, None]

@@ -56,12 +56,16 @@ class SaliencyRecorder:
         visual = probs.gather(-1, index)  # [B, Hkv, n_rep, k, Nv]
         self._per_layer.append(visual.mean(dim=(1, 2, 3)))  # [B, Nv]
 
-    def saliency(self) -> torch.Tensor:
-        """[B, Nv]: layer-averaged attention mass on each visual token, renormalised to sum to 1."""
+    def attention_mass(self) -> torch.Tensor:
+        """[B, Nv]: attention probability on each visual token, averaged over heads, rows and recorded layers."""
         if not self._per_layer:
             raise RuntimeError("SaliencyRecorder recorded nothing: is the model's attention implementation "
                                f"'{SALIENCY_ATTENTION}'?")
-        mass = torch.stack(self._per_layer).mean(dim=0)  # [B, Nv]
+        return torch.stack(self._per_layer).mean(dim=0)  # [B, Nv]
+
+    def saliency(self) -> torch.Tensor:
+        """[B, Nv]: the attention mass renormalised to sum to 1 over the visual tokens."""
+        mass = self.attention_mass()  # [B, Nv]
         return mass / mass.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(mass.dtype).tiny)
 
 
