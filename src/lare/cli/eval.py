@@ -39,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     score.add_argument("--predictions", required=True, type=Path)
     score.add_argument("--mode", default="official", choices=("official", "lmms-eval"),
                        help="scoring convention (default: the benchmark's official rule)")
+    score.add_argument("--answer-extraction", default="none", choices=("none", "final"),
+                       help="final: score only the text from the last 'The answer is' on (chain-of-thought "
+                            "outputs); none (default): the official rule reads the raw prediction")
     score.add_argument("--allow-missing", action="store_true",
                        help="score questions without a prediction as empty answers instead of failing")
     score.add_argument("--out", type=Path, default=None,
@@ -49,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _score(args: argparse.Namespace) -> int:
     from lare.evaluation.scoring import score_predictions
 
-    metrics = score_predictions(args.benchmark, args.data, args.predictions, args.mode, args.allow_missing)
+    metrics = score_predictions(args.benchmark, args.data, args.predictions, args.mode, args.allow_missing,
+                                args.answer_extraction)
     out = args.out or args.predictions.with_suffix(".metrics.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(metrics, indent=2, ensure_ascii=False)

@@ -147,7 +147,8 @@ def evaluate(model: Any, processor: Any, method: str, synthetic: Any, out_dir: P
                                     batch_size=config.eval_batch_size,
                                     max_new_tokens=config.max_new_tokens[method], latent_ablation=latent_ablation,
                                     seed=config.seed)
-        metrics = score_predictions(family, export.files, predictions)
+        # Every method ends with "The answer is X."; the official rule reads that statement (see answer_extraction).
+        metrics = score_predictions(family, export.files, predictions, answer_extraction="final")
         accuracy = _family_accuracy(family, metrics)
         n = len(items)
         correct = round(accuracy * n)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from lare.evaluation.answer_extraction import extract_answer
 from lare.evaluation.benchmarks import get_benchmark
 from lare.evaluation.predictions import align_predictions, read_predictions
 
@@ -19,6 +21,7 @@ def score_predictions(
     predictions_path: str | Path,
     mode: str = "official",
     allow_missing: bool = False,
+    answer_extraction: str = "none",
 ) -> dict[str, Any]:
     """Load the benchmark files (images are never decoded), match the predictions by id and score them.
 
@@ -28,6 +31,8 @@ def score_predictions(
         predictions_path: JSONL with one `{"id", "prediction", "tokens"?, "split"?}` line per sample.
         mode: "official" (default) or another harness's convention the benchmark supports ("lmms-eval").
         allow_missing: score items without a prediction as empty answers instead of failing.
+        answer_extraction: "none" (the official rule reads the raw text) or "final" (it reads the text from the
+            last "The answer is" on: for chain-of-thought outputs, see `lare.evaluation.answer_extraction`).
 
     Returns:
         {"benchmark", "mode", **metrics}: fractions in [0, 1], `tokens_correct` null without token counts.
@@ -37,6 +42,7 @@ def score_predictions(
         raise ValueError(f"{benchmark} supports modes {module.MODES}, got {mode!r}")
     items = module.load(data_paths)
     predictions = align_predictions(items, read_predictions(predictions_path), predictions_path, allow_missing)
+    predictions = [replace(p, prediction=extract_answer(p.prediction, answer_extraction)) for p in predictions]
     metrics = module.score(items, predictions, mode)
     logger.info("scored %d %s items from %s (%s mode)", len(items), benchmark, predictions_path, mode)
-    return {"benchmark": benchmark, "mode": mode, **metrics}
+    return {"benchmark": benchmark, "mode": mode, "answer_extraction": answer_extraction, **metrics}
