@@ -47,10 +47,9 @@ def plot_refocus_grid(traces: list[RefocusTrace], out_path: str | Path, dpi: int
     Each step panel overlays the upsampled saliency on the image and outlines the chosen window. Steps a
     halted sample skipped are left blank. The PNG is (T + 2)·COLUMN_WIDTH·dpi wide and rows·ROW_HEIGHT·dpi high.
     """
-    import matplotlib
+    from lare.analysis.figures import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.patches import Rectangle
 
     if not traces:
@@ -85,12 +84,7 @@ def plot_refocus_grid(traces: list[RefocusTrace], out_path: str | Path, dpi: int
             ax.set_xticks([])
             ax.set_yticks([])
         text_ax.axis("off")
-    fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=dpi)
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path, dpi)
 
 
 @dataclass

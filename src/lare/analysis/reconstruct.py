@@ -143,10 +143,9 @@ def plot_reconstructions(report: ReconstructionReport, out_path: str | Path, max
 
     The PNG is 3·CELL_WIDTH·dpi wide and rows·CELL_HEIGHT·dpi high (rows = min(N, max_rows)).
     """
-    import matplotlib
+    from lare.analysis.figures import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = min(len(report.entries), max_rows)
     if rows == 0:
@@ -164,12 +163,7 @@ def plot_reconstructions(report: ReconstructionReport, out_path: str | Path, max
             ax.set_title(title, fontsize=7)
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=dpi)
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path, dpi)
 
 
 def reconstruction_markdown(report: ReconstructionReport) -> str:

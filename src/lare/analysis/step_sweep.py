@@ -139,10 +139,9 @@ def step_sweep_markdown(report: StepSweepReport) -> str:
 
 def plot_step_sweep(report: StepSweepReport, out_path: str | Path, dpi: int = 100) -> Path:
     """Accuracy and tokens_correct against T: a two-axis line plot, 6.4 × 4 inches."""
-    import matplotlib
+    from lare.analysis.figures import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     steps = [p.latent_steps for p in report.steps]
     fig, left = plt.subplots(figsize=(6.4, 4.0))
@@ -157,12 +156,7 @@ def plot_step_sweep(report: StepSweepReport, out_path: str | Path, dpi: int = 10
     right.set_ylabel("tokens per correct answer", color="tab:orange")
     left.set_xticks(steps)
     left.set_title("Accuracy and # tokens against latent steps")
-    fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=dpi)
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path, dpi)
 
 
 def write_step_sweep(report: StepSweepReport, out_dir: str | Path) -> dict[str, Path]:

@@ -10,8 +10,8 @@ from pathlib import Path
 class DemoConfig:
     """The demo's settings. `default()` is the ≤ 15 min CPU run, `quick()` the ≤ 2 min smoke run.
 
-    Training budget: all three models start from one shared stage-I checkpoint (caption pre-training, which
-    also trains the randomly initialised vision tower). LaRe then runs stages II–IV; each baseline trains for
+    Training budget: all three models start from one shared stage-I checkpoint (captions and single-hop
+    instructions, which also train the randomly initialised vision tower). LaRe then runs stages II–IV; each baseline trains for
     as many steps as stages II–IV together, on the same reasoning and instruction data.
     """
 
@@ -21,7 +21,7 @@ class DemoConfig:
     n_test: int = 500
     batch_size: int = 16
     stage_steps: dict[str, int] = field(default_factory=lambda: {
-        "stage1": 300, "stage2": 120, "stage3": 260, "stage4": 260})
+        "stage1": 1000, "stage2": 120, "stage3": 260, "stage4": 260})
     latent_steps: int = 4
     prefix_tokens: int = 16
     align_weight: float = 0.1

@@ -26,6 +26,10 @@ def comparison_table(result: Any) -> str:
         score = result.methods[name]
         rows.append([_method_label(name), 100 * score.accuracy, score.tokens_correct]
                     + [100 * score.by_family[f]["accuracy"] for f in FAMILY_ORDER])
+    chance = result.extras.get("chance")
+    if chance is not None:
+        rows.append(["(chance)", 100 * chance["accuracy"], None]
+                    + [100 * chance["by_family"][f] for f in FAMILY_ORDER])
     return markdown_table(header, rows, digits=1)
 
 
@@ -58,6 +62,14 @@ def verdict(result: Any) -> list[str]:
         ratio = lare.tokens_correct / cot.tokens_correct
         met = "meets" if ratio <= 0.85 else "misses"
         lines.append(f"- LaRe uses {ratio:.2f}× CoT's tokens per correct answer ({met} the ≤ 0.85× target).")
+    chance = result.extras.get("chance")
+    if chance is not None:
+        margins = {name: 100 * (score.accuracy - chance["accuracy"]) for name, score in result.methods.items()}
+        best = max(margins.values())
+        note = (" — every method is within 5 points of guessing, so this run does not separate them"
+                if best < 5 else "")
+        lines.append(f"- Accuracy above chance ({100 * chance['accuracy']:.1f}%): "
+                     + ", ".join(f"{_method_label(n)} {m:+.1f}" for n, m in margins.items()) + f" points{note}.")
     zero = result.latent_ablations.get("zero")
     if zero is not None:
         drop = 100 * (lare.accuracy - zero.accuracy)
@@ -73,10 +85,9 @@ def _method_label(name: str) -> str:
 
 def plot_curves(metrics_paths: dict[str, Path], out_path: Path) -> Path:
     """One panel per training run, every active loss term against the step."""
-    import matplotlib
+    from lare.analysis.figures import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from lare.training.metrics_log import read_metrics
 
@@ -93,10 +104,7 @@ def plot_curves(metrics_paths: dict[str, Path], out_path: Path) -> Path:
         ax.set_xlabel("step", fontsize=8)
         ax.set_yscale("log")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_path, dpi=100)
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path)
 
 
 def plot_refocus_examples(model: Any, processor: Any, samples: list[Any], n: int, out_path: Path) -> Path:

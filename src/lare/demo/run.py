@@ -91,11 +91,12 @@ def train_all(config: DemoConfig, data_dir: Path, prompted: dict[str, Path], syn
         result = train_stage(stage_config, resume="auto")
         checkpoints[key], metrics[key] = result.checkpoint, result.metrics_path
 
-    # Stage I, shared by all three models: the random tiny backbone (vision tower included) learns to see.
+    # Stage I, shared by all three models: the random tiny backbone (vision tower included) learns to see, from
+    # captions (scan the scene) and single-hop instructions (find one object, name one attribute).
     run("stage1", _stage_config(
         "stage1", {"preset": "tiny", "tokenizer_corpus": "synthetic",
                    "overrides": {"latent_steps": config.latent_steps, "prefix_tokens": config.prefix_tokens}},
-        [str(synthetic.captions_path)], image_root, "direct", everything, plain, steps["stage1"],
+        [str(synthetic.captions_path), instructions], image_root, "direct", everything, plain, steps["stage1"],
         runs / "stage1", config))
     stage1 = {"path": str(checkpoints["stage1"])}
     run("lare_stage2", _stage_config(
@@ -194,6 +195,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
                     ablations[ablation] = evaluate(model, processor, method, synthetic, eval_dir, config, ablation)
     result = DemoResult(out_dir=out, methods=scores, latent_ablations=ablations, metrics_paths=metrics_paths,
                         seed=config.seed, n_test=synthetic.n_test, wall_s=0.0, checkpoints=checkpoints)
+    result.extras["chance"] = chance_levels(synthetic)
 
     from lare.demo.report import write_report
 
@@ -203,6 +205,14 @@ def run_demo(config: DemoConfig) -> DemoResult:
     result.wall_s = time.perf_counter() - start
     (out / "results.json").write_text(json.dumps(results_json(result), indent=2), encoding="utf-8")
     return result
+
+
+def chance_levels(synthetic: Any) -> dict[str, Any]:
+    """Expected accuracy of uniform guessing, overall and per family, on the test split."""
+    families = synthetic.families
+    total = sum(stats.n_test for stats in families.values())
+    overall = sum(stats.chance * stats.n_test for stats in families.values()) / total
+    return {"accuracy": overall, "by_family": {name: stats.chance for name, stats in families.items()}}
 
 
 def results_json(result: DemoResult) -> dict[str, Any]:
