@@ -71,8 +71,11 @@ class LaRePreTrainedModel(PreTrainedModel):
             super()._init_weights(module)
 
     def _inside_backbone(self, module: nn.Module) -> bool:
-        backbones = [m for m in (getattr(self, "language_model", None), getattr(self, "vision_tower", None)) if m]
-        return any(module is sub for backbone in backbones for sub in backbone.modules())
+        # Built once: `_init_weights` runs for every module, so a scan per call would be quadratic.
+        if "_backbone_module_ids" not in self.__dict__:
+            self._backbone_module_ids = {id(sub) for backbone in (self.language_model, self.vision_tower)
+                                         for sub in backbone.modules()}
+        return id(module) in self._backbone_module_ids
 
 
 class LaReForConditionalGeneration(LaRePreTrainedModel, GenerationMixin):
