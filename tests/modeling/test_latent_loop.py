@@ -46,13 +46,18 @@ def test_generate_equals_hand_written_greedy_decode(tiny_model, tiny_batch):
         out = tiny_model.generate(**batch, max_new_tokens=n_new, latent_steps=2, do_sample=False,
                                   eos_token_id=None, return_dict_in_generate=True)
         loop = tiny_model.latent_reasoning(**batch, latent_steps=2, use_cache=True)
+        # The cache holds everything up to Z_{T-1}: feed Z_T and <eot>, then one token at a time.
+        eot = tiny_model.get_input_embeddings()(torch.full((2, 1), cfg.eot_token_id))  # [2, 1, D]
+        embeds = torch.cat([loop.latents[:, -1], eot], dim=1)  # [2, k+1, D]
         mask = torch.cat([loop.attention_mask, torch.ones(2, 1, dtype=torch.long)], dim=1)
-        token = torch.full((2, 1), cfg.eot_token_id)
+        positions = positions_from_mask(mask)[:, -embeds.shape[1]:]
         cache, produced = loop.cache, []
         for _ in range(n_new):
-            step = tiny_model(input_ids=token, attention_mask=mask, cache=cache,
-                              position_ids=positions_from_mask(mask)[:, -1:], use_cache=True)
+            step = tiny_model(inputs_embeds=embeds, attention_mask=mask, cache=cache, position_ids=positions,
+                              use_cache=True)
             token = step.logits[:, -1].argmax(dim=-1, keepdim=True)
+            embeds = tiny_model.get_input_embeddings()(token)
+            positions = positions[:, -1:] + 1
             produced.append(token)
             mask = torch.cat([mask, torch.ones(2, 1, dtype=torch.long)], dim=1)
     assert torch.equal(out.sequences, torch.cat(produced, dim=1))

@@ -60,12 +60,9 @@ def first_token_visual_attention(model: Any, input_ids: torch.Tensor, attention_
                       position_ids=positions_from_mask(attention_mask), use_cache=False, saliency_recorder=recorder)
         return recorder.attention_mass()
     loop = model.latent_reasoning(input_ids, attention_mask, pixel_values, latent_steps=steps, use_cache=True)
-    batch = input_ids.shape[0]
-    eot_ids = torch.full((batch, 1), model.config.eot_token_id, device=input_ids.device)
-    eot = model.get_input_embeddings()(eot_ids)  # [B, 1, D]
-    mask = torch.cat([loop.attention_mask, loop.attention_mask.new_ones(batch, 1)], dim=1)  # [B, L'+1]
-    model.decoder(inputs_embeds=eot, attention_mask=mask, position_ids=positions_from_mask(mask)[:, -1:],
-                  cache=loop.cache, use_cache=True, saliency_recorder=recorder)
+    embeds, mask, positions = model.continuation_inputs(loop)  # Z_T and <eot>: the last query is <eot>'s
+    model.decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, cache=loop.cache,
+                  use_cache=True, saliency_recorder=recorder)
     return recorder.attention_mass()
 
 

@@ -241,8 +241,9 @@ class LaReForConditionalGeneration(LaRePreTrainedModel, GenerationMixin):
 
         With `use_cache=True` the prompt is prefilled once and every Z_t is one incremental k-token forward.
         `use_cache=False` is the reference path: the whole sequence is re-forwarded at every step. Both give
-        the same latents, saliency and windows. The returned cache (cached path) holds prompt, `<bot>` and all
-        latent slots; `<eot>` is not in it yet.
+        the same latents, saliency and windows. The returned cache (cached path) holds the prompt, `<bot>` and
+        Z_1 … Z_{T−1}; the last latents are `pending_embeds`, fed with `<eot>` by whoever continues
+        (`continuation_inputs`), so no forward runs only to fill the cache.
         """
         steps = self.config.latent_steps if latent_steps is None else int(latent_steps)
         if steps < 1:
@@ -310,11 +311,6 @@ class LaReForConditionalGeneration(LaRePreTrainedModel, GenerationMixin):
             if not bool(active.any()):
                 break
 
-        if use_cache:
-            # The last latents enter the cache too; their hidden states are not needed.
-            positions = positions_from_mask(mask)[:, -new_embeds.shape[1]:]
-            self._run_decoder(new_embeds, mask, positions, cache, None, False)
-
         ran = len(latents)
         pad = steps - ran
         latents_t = torch.stack(latents, dim=1)  # [B, t, k, D]
@@ -334,8 +330,29 @@ class LaReForConditionalGeneration(LaRePreTrainedModel, GenerationMixin):
             latent_steps_taken=steps_taken,
             attention_mask=mask,
             cache=cache,
+            pending_embeds=new_embeds if use_cache else None,
             visual_features=visual,
         )
+
+    def continuation_inputs(self, loop: LatentReasoningOutput, extra_mask: torch.Tensor | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What continues a cached loop: the pending last latents, then `<eot>`.
+
+        Returns embeddings [B, k+1, D], the attention mask over cache + these [B, L'+1] and their position ids
+        [B, k+1]. With `extra_mask` [B, n] (e.g. targets), the mask and positions also cover n tokens that the
+        caller appends after `<eot>`.
+        """
+        if loop.cache is None or loop.pending_embeds is None:
+            raise ValueError("continuation_inputs needs the output of latent_reasoning(use_cache=True)")
+        batch = loop.pending_embeds.shape[0]
+        eot_ids = torch.full((batch, 1), self.config.eot_token_id, device=loop.pending_embeds.device)
+        embeds = torch.cat([loop.pending_embeds, self.get_input_embeddings()(eot_ids)], dim=1)  # [B, k+1, D]
+        parts = [loop.attention_mask, loop.attention_mask.new_ones(batch, 1)]
+        if extra_mask is not None:
+            parts.append(extra_mask.to(loop.attention_mask.dtype))
+        mask = torch.cat(parts, dim=1)  # [B, L'+1(+n)]
+        n_new = embeds.shape[1] + (0 if extra_mask is None else extra_mask.shape[1])
+        return embeds, mask, positions_from_mask(mask)[:, -n_new:]
 
     # ------------------------------------------------------------------------------------------------------
     # Forward: training (prompt + loop + targets) and generation steps (incremental, from the cache)
@@ -417,14 +434,12 @@ class LaReForConditionalGeneration(LaRePreTrainedModel, GenerationMixin):
         cfg = self.config
         loop = self.latent_reasoning(input_ids, attention_mask, pixel_values, latent_steps=steps, use_cache=True)
         target_embeds, target_mask = self._target_inputs(labels)
-        batch = labels.shape[0]
-        eot = self.get_input_embeddings()(torch.full((batch, 1), cfg.eot_token_id, device=labels.device))
-        embeds = torch.cat([eot, target_embeds], dim=1)  # [B, 1+Lt, D]
-        mask = torch.cat([loop.attention_mask, target_mask.new_ones(batch, 1), target_mask], dim=1)
-        positions = positions_from_mask(mask)[:, -embeds.shape[1]:]
+        continuation, mask, positions = self.continuation_inputs(loop, extra_mask=target_mask)
+        embeds = torch.cat([continuation, target_embeds], dim=1)  # [B, k+1+Lt, D]: Z_T, <eot>, targets
         out = self.decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, cache=loop.cache,
                            use_cache=True)
-        ntp = self._ntp_loss(out.last_hidden_state[:, :-1], labels)
+        n_targets = labels.shape[1]
+        ntp = self._ntp_loss(out.last_hidden_state[:, -n_targets - 1:-1], labels)  # from <eot> on
         total = ntp
         losses = {"ntp": float(ntp.detach())}
         latents = loop.latents.flatten(1, 2)  # [B, T·k, D]
@@ -516,16 +531,19 @@ class LaReForConditionalGeneration(LaRePreTrainedModel, GenerationMixin):
             loop = self.latent_reasoning(input_ids, attention_mask, pixel_values, latent_steps=steps,
                                          latent_ablation=latent_ablation, generator=generator)
             batch = input_ids.shape[0]
+            continuation, full_mask, _ = self.continuation_inputs(loop)  # [B, k+1, D]: Z_T, <eot>
             n_slots = loop.attention_mask.shape[1] - input_ids.shape[1] - 1
-            # Ids for what the cache already holds (<bot>, latent slots) never get embedded: only <eot> is new.
+            # Ids stand in for the latent slots; generation embeds only the uncached tail (Z_T, <eot>) from
+            # `inputs_embeds`, so the rows before it are never read.
             filler = torch.full((batch, n_slots), self.config.pad_token_id, dtype=input_ids.dtype,
                                 device=input_ids.device)
             bot = torch.full((batch, 1), self.config.bot_token_id, dtype=input_ids.dtype, device=input_ids.device)
             eot = torch.full((batch, 1), self.config.eot_token_id, dtype=input_ids.dtype, device=input_ids.device)
             full_ids = torch.cat([input_ids, bot, filler, eot], dim=1)
-            full_mask = torch.cat([loop.attention_mask, attention_mask.new_ones(batch, 1)], dim=1)
+            inputs_embeds = continuation.new_zeros(batch, full_ids.shape[1], continuation.shape[-1])
+            inputs_embeds[:, -continuation.shape[1]:] = continuation  # [B, L_full, D]
             out = super().generate(input_ids=full_ids, attention_mask=full_mask, cache=loop.cache,
-                                   **generate_kwargs)
+                                   inputs_embeds=inputs_embeds, **generate_kwargs)
             input_ids = full_ids
         sequences = out.sequences if return_dict else out
         new_tokens = sequences[:, input_ids.shape[1]:]

@@ -16,7 +16,8 @@ class LatentReasoningOutput(ModelOutput):
 
     latents [B, T, k, D]; saliency [B, T, gh, gw] (each valid step sums to 1); windows [B, T, 4] as
     (row0, col0, row1, col1) end-exclusive (−1 for steps a halted sample skipped); step_mask [B, T] bool;
-    latent_steps_taken [B]; attention_mask [B, L] over everything in `cache` (prompt, `<bot>`, latent slots).
+    latent_steps_taken [B]; attention_mask [B, L] over the prompt, `<bot>` and every latent slot; `cache` holds
+    all of them but the last step's latents, which are `pending_embeds` [B, k, D] (cached path only).
     """
 
     latents: torch.Tensor | None = None
@@ -26,6 +27,7 @@ class LatentReasoningOutput(ModelOutput):
     latent_steps_taken: torch.Tensor | None = None
     attention_mask: torch.Tensor | None = None
     cache: Cache | None = None
+    pending_embeds: torch.Tensor | None = None
     visual_features: torch.Tensor | None = None
 
 
