@@ -11,8 +11,9 @@ class DemoConfig:
     """The demo's settings. `default()` is the ≤ 15 min CPU run, `quick()` the ≤ 2 min smoke run.
 
     Training budget: all three models start from one shared stage-I checkpoint (captions and single-hop
-    instructions, which also train the randomly initialised vision tower). LaRe then runs stages II–IV; each baseline trains for
-    as many steps as stages II–IV together, on the same reasoning and instruction data.
+    instructions), itself started from stage 0, which teaches the randomly initialised vision tower and projector
+    to see. LaRe then runs stages II–IV; each baseline trains for as many steps as stages II–IV together, on the
+    same reasoning and instruction data.
     """
 
     out_dir: Path = Path("runs/demo")
@@ -22,6 +23,13 @@ class DemoConfig:
     batch_size: int = 16
     stage_steps: dict[str, int] = field(default_factory=lambda: {
         "stage1": 1000, "stage2": 120, "stage3": 260, "stage4": 260})
+    # Stage 0 (see `vision_pretraining`): the random tower and projector learn to see before stage I.
+    vision_steps: int = 1500
+    vision_target_scale: float = 10.0
+    # The tiny LLM's init std. 0.02 (Qwen's, meant for widths in the thousands) leaves a 128-wide model's attention
+    # logits near zero, so it starts uniform and learns content lookups slowly; ≈ 1/√128 learns them in hundreds
+    # of steps.
+    llm_init_std: float = 0.08
     latent_steps: int = 4
     prefix_tokens: int = 16
     align_weight: float = 0.1
@@ -32,7 +40,8 @@ class DemoConfig:
     heatmap_samples: int = 4
 
     def __post_init__(self) -> None:
-        for name in ("n_train", "n_test", "batch_size", "eval_batch_size", "latent_steps", "prefix_tokens"):
+        for name in ("n_train", "n_test", "batch_size", "eval_batch_size", "latent_steps", "prefix_tokens",
+                     "vision_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"DemoConfig.{name} must be >= 1, got {getattr(self, name)}")
         missing = {"stage1", "stage2", "stage3", "stage4"} - set(self.stage_steps)
@@ -40,6 +49,9 @@ class DemoConfig:
             raise ValueError(f"DemoConfig.stage_steps lacks {sorted(missing)}")
         if any(steps < 1 for steps in self.stage_steps.values()):
             raise ValueError(f"DemoConfig.stage_steps must all be >= 1, got {self.stage_steps}")
+        for name in ("vision_target_scale", "llm_init_std"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"DemoConfig.{name} must be > 0, got {getattr(self, name)}")
 
     @property
     def baseline_steps(self) -> int:
@@ -53,7 +65,7 @@ class DemoConfig:
     @classmethod
     def quick(cls, **overrides) -> DemoConfig:
         """A few steps of everything on a small corpus: checks the whole pipeline, not the method."""
-        settings = dict(n_train=200, n_test=40, batch_size=8,
+        settings = dict(n_train=200, n_test=40, batch_size=8, vision_steps=5,
                         stage_steps={"stage1": 6, "stage2": 4, "stage3": 4, "stage4": 4}, eval_batch_size=20,
                         max_new_tokens={"lare": 24, "cot": 32, "direct": 8}, out_dir=Path("runs/demo-quick"))
         settings.update(overrides)

@@ -13,9 +13,9 @@ from lare.demo.config import DemoConfig
 
 logger = logging.getLogger(__name__)
 
-LOSS_TERMS = ("ntp", "align", "image", "text")
+LOSS_TERMS = ("vision", "ntp", "align", "image", "text")
 FAMILY_ORDER = ("mmbench", "mmstar", "mmvp", "pope", "scienceqa")
-RUN_ORDER = ("stage1", "lare_stage2", "lare_stage3", "lare_stage4", "cot", "direct")
+RUN_ORDER = ("stage0", "stage1", "lare_stage2", "lare_stage3", "lare_stage4", "cot", "direct")
 
 
 def comparison_table(result: Any) -> str:
@@ -138,7 +138,9 @@ def write_report(result: Any, config: DemoConfig, synthetic: Any, model: Any, pr
         "# LaRe demo: latent refocusing vs standard CoT vs direct answer",
         "",
         f"Synthetic benchmark, seed {result.seed}: {config.n_train} training and {result.n_test} test questions "
-        f"(5 families). Tiny model from random init. Training steps (batch {config.batch_size}): shared stage I "
+        f"(5 families). Tiny model from random init. Training steps (batch {config.batch_size}): shared stage 0 "
+        f"(vision tower and projector aligned to the word embeddings of each cell's content, a stand-in for a "
+        f"pretrained CLIP) {config.vision_steps}; shared stage I "
         f"{config.stage_steps['stage1']}; LaRe stages II–IV {config.stage_steps['stage2']} / "
         f"{config.stage_steps['stage3']} / {config.stage_steps['stage4']}; each baseline "
         f"{config.baseline_steps}. T = {config.latent_steps}, P = {config.prefix_tokens}, "

@@ -1,7 +1,8 @@
 """`lare demo`: generate the synthetic benchmark, train LaRe and two baselines, evaluate, and report.
 
 1. The synthetic benchmark (train and test, with official-format exports of both splits).
-2. A shared stage I (caption pre-training of the random tiny backbone), then LaRe stages II–IV, and the two
+2. A shared stage 0 (the random vision tower and projector learn to see, `vision_pretraining`) and stage I
+   (caption and single-hop instruction training of the whole tiny backbone), then LaRe stages II–IV, and the two
    baselines (direct answer, standard CoT) fine-tuned from the same stage-I checkpoint for as many steps as
    LaRe's stages II–IV, on the same questions.
 3. Evaluation of all three through the evaluation harness on the exported test files, and LaRe again with zeroed
@@ -81,7 +82,8 @@ def train_all(config: DemoConfig, data_dir: Path, prompted: dict[str, Path], syn
               "image_weight": config.image_weight, "text_weight": config.text_weight,
               "prefix_tokens": config.prefix_tokens}
     plain = {"latent_steps": 0, "prefix_tokens": config.prefix_tokens}
-    everything = {"vision_tower": 1e-3, "projector": 1e-3, "language_model": 1e-3}
+    # After stage 0 the vision tower moves slowly: early question-answer gradients would undo what it learned.
+    everything = {"vision_tower": 1e-4, "projector": 1e-3, "language_model": 1e-3}
     instructions = str(synthetic.instructions_path)
     checkpoints: dict[str, Path] = {}
     metrics: dict[str, Path] = {}
@@ -91,11 +93,11 @@ def train_all(config: DemoConfig, data_dir: Path, prompted: dict[str, Path], syn
         result = train_stage(stage_config, resume="auto")
         checkpoints[key], metrics[key] = result.checkpoint, result.metrics_path
 
-    # Stage I, shared by all three models: the random tiny backbone (vision tower included) learns to see, from
-    # captions (scan the scene) and single-hop instructions (find one object, name one attribute).
+    checkpoints["stage0"], metrics["stage0"] = pretrain_vision_stage(config, synthetic, runs / "stage0")
+    # Stage I, shared by all three models: the tiny backbone learns the data's language and to read the visual
+    # tokens, from captions (scan the scene) and single-hop instructions (find one object, name one attribute).
     run("stage1", _stage_config(
-        "stage1", {"preset": "tiny", "tokenizer_corpus": "synthetic",
-                   "overrides": {"latent_steps": config.latent_steps, "prefix_tokens": config.prefix_tokens}},
+        "stage1", {"path": str(checkpoints["stage0"])},
         [str(synthetic.captions_path), instructions], image_root, "direct", everything, plain, steps["stage1"],
         runs / "stage1", config))
     stage1 = {"path": str(checkpoints["stage1"])}
@@ -103,7 +105,7 @@ def train_all(config: DemoConfig, data_dir: Path, prompted: dict[str, Path], syn
         "stage2", stage1, [str(prompted["lare"])], image_root, "lare",
         {"extractor": 3e-4, "semantic_losses": 1e-3}, latent, steps["stage2"], runs / "lare_stage2", config,
         warmup_ratio=0.1))
-    lare_lr = {"vision_tower": 5e-4, "projector": 5e-4, "language_model": 5e-4, "extractor": 1e-4,
+    lare_lr = {"vision_tower": 1e-4, "projector": 5e-4, "language_model": 5e-4, "extractor": 1e-4,
                "semantic_losses": 1e-3}
     run("lare_stage3", _stage_config(
         "stage3", {"path": str(checkpoints["lare_stage2"])}, [instructions, str(prompted["lare"])], image_root,
@@ -114,10 +116,44 @@ def train_all(config: DemoConfig, data_dir: Path, prompted: dict[str, Path], syn
     for method in ("cot", "direct"):
         run(method, _stage_config(
             method, stage1, [instructions, str(prompted[method])], image_root, method,
-            {"vision_tower": 5e-4, "projector": 5e-4, "language_model": 5e-4}, plain, config.baseline_steps,
+            {"vision_tower": 1e-4, "projector": 5e-4, "language_model": 5e-4}, plain, config.baseline_steps,
             runs / method, config))
     checkpoints["lare"] = checkpoints["lare_stage4"]
     return checkpoints, metrics
+
+
+def pretrain_vision_stage(config: DemoConfig, synthetic: Any, run_dir: Path) -> tuple[Path, Path]:
+    """Stage 0: build the random tiny model, train its vision side (`vision_pretraining`), save it.
+
+    Returns the saved model directory and the metrics file. A finished stage 0 (the directory exists) is reused;
+    the directory is written under a temporary name and renamed, so it is either complete or absent.
+    """
+    import os
+    import shutil
+
+    from lare.data.synthetic import GRID
+    from lare.demo.vision_pretraining import VisionPretrainingConfig, pretrain_vision
+    from lare.training.config import ModelSpec
+    from lare.training.model_loading import build_model
+
+    model_dir, metrics_path = run_dir / "model", run_dir / "metrics.jsonl"
+    if (model_dir / "config.json").is_file():
+        logger.info("stage 0 already done: %s", model_dir)
+        return model_dir, metrics_path
+    run_dir.mkdir(parents=True, exist_ok=True)
+    spec = ModelSpec(preset="tiny", tokenizer_corpus="synthetic", overrides={
+        "latent_steps": config.latent_steps, "prefix_tokens": config.prefix_tokens,
+        "text_config": {"initializer_range": config.llm_init_std}})
+    model, processor = build_model(spec, seed=config.seed)
+    records = json.loads(Path(synthetic.train_path).read_text(encoding="utf-8"))
+    pretrain_vision(model, processor, records, synthetic.image_root, GRID, VisionPretrainingConfig(
+        steps=config.vision_steps, target_scale=config.vision_target_scale, seed=config.seed), metrics_path)
+    temp = run_dir / "model.tmp"
+    shutil.rmtree(temp, ignore_errors=True)
+    model.save_pretrained(temp)
+    processor.save_pretrained(temp)
+    os.replace(temp, model_dir)
+    return model_dir, metrics_path
 
 
 def _family_accuracy(family: str, metrics: dict[str, Any]) -> float:
