@@ -34,6 +34,27 @@ def test_cell_targets_cover_exactly_the_object_cell(tiny_model, tiny_processor):
     assert grid.abs().max() == 0  # every other patch is empty background
 
 
+def test_position_codes_are_a_row_code_plus_a_column_code(tiny_model, tiny_processor):
+    obj = {"shape": "square", "colour": "blue", "size": "large", "row": 4, "col": 1}
+    records = [_record([]), _record([obj])]
+    plain = cell_targets(records, tiny_model, tiny_processor.tokenizer, GRID, scale=2.0)
+    targets = cell_targets(records, tiny_model, tiny_processor.tokenizer, GRID, 2.0, position_scale=3.0, seed=1)
+    side = tiny_model.config.grid_size
+    per = side // GRID
+    codes = (targets - plain).view(2, side, side, -1)[:, ::per, ::per]  # [2, G, G, D]: one patch per cell
+    assert torch.allclose(codes[0], codes[1], atol=1e-6)  # the code depends on the cell only, not on what it holds
+    # Additive: code(r, c) + code(r', c') == code(r, c') + code(r', c).
+    assert torch.allclose(codes[0, 0, 0] + codes[0, 2, 3], codes[0, 0, 3] + codes[0, 2, 0], atol=1e-6)
+    assert not torch.allclose(codes[0, 0, 0], codes[0, 1, 0])  # rows differ
+    assert not torch.allclose(codes[0, 0, 0], codes[0, 0, 1])  # columns differ
+    spread = tiny_model.get_input_embeddings().weight.std()
+    assert 2.0 * spread < codes.std() < 6.0 * spread  # two codes of 3× the embeddings' spread, summed
+    again = cell_targets(records, tiny_model, tiny_processor.tokenizer, GRID, 2.0, position_scale=3.0, seed=1)
+    assert torch.equal(targets, again)
+    other = cell_targets(records, tiny_model, tiny_processor.tokenizer, GRID, 2.0, position_scale=3.0, seed=2)
+    assert not torch.allclose(targets, other)
+
+
 def test_bad_scene_records_are_rejected_with_their_id(tiny_model, tiny_processor):
     with pytest.raises(ValueError, match="record 'q7'.*scene"):
         cell_targets([{"id": "q7", "image": "x.png"}], tiny_model, tiny_processor.tokenizer, GRID, 1.0)
@@ -64,13 +85,15 @@ def test_pretraining_moves_only_the_vision_side_and_logs_every_step(tiny_model, 
             assert not moved, name
 
 
-@pytest.mark.parametrize("field, value", [("steps", 0), ("batch_size", 0), ("lr", 0.0), ("target_scale", -1.0)])
+@pytest.mark.parametrize("field, value", [("steps", 0), ("batch_size", 0), ("lr", 0.0), ("target_scale", -1.0),
+                                          ("position_scale", -0.5)])
 def test_invalid_pretraining_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         VisionPretrainingConfig(**{field: value})
 
 
-@pytest.mark.parametrize("field, value", [("vision_steps", 0), ("vision_target_scale", 0.0), ("llm_init_std", -1.0)])
+@pytest.mark.parametrize("field, value", [("vision_steps", 0), ("vision_target_scale", 0.0), ("llm_init_std", -1.0),
+                                          ("patch_size", 0), ("window", 0)])
 def test_invalid_demo_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         DemoConfig(**{field: value})

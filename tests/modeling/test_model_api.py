@@ -178,3 +178,29 @@ def test_tiny_tokenizer_from_any_corpus_fits_the_tiny_config():
     assert tokenizer.convert_tokens_to_ids(["<image>", "<bot>", "<eot>"]) == [
         config.image_token_id, config.bot_token_id, config.eot_token_id]
     assert tokenizer.pad_token_id == config.pad_token_id and tokenizer.eos_token_id == config.eos_token_id
+
+
+def test_text_only_and_image_samples_share_a_batch(tiny_model, tiny_processor):
+    from lare.data.collate import LaReCollator
+    from lare.data.dataset import Sample
+    from tests.conftest import random_image
+
+    samples = [Sample(id="t", image=None, question="What is two plus two?", target="Four."),
+               Sample(id="i", image=random_image(3), question="<image>\nWhat shape is it?", target="A circle.")]
+    collate = LaReCollator(tiny_processor, target="direct")
+
+    def greedy(batch):
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values")}
+        return tiny_model.generate(**inputs, max_new_tokens=6, latent_steps=0, do_sample=False,
+                                   min_new_tokens=6, return_dict_in_generate=True).sequences
+
+    together = greedy(collate(samples))
+    alone = torch.cat([greedy(collate([sample])) for sample in samples])
+    assert torch.equal(together, alone)
+    batch = collate(samples)
+    loss = tiny_model(**{k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "labels")},
+                      latent_steps=0).loss
+    loss.backward()
+    assert torch.isfinite(loss) and tiny_model.projector.linear_1.weight.grad.abs().sum() > 0  # the image row
+    with pytest.raises(ValueError, match="sequence 0 holds no <image> tokens"):
+        tiny_model.latent_reasoning(**{k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values")})

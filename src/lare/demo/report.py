@@ -139,8 +139,9 @@ def write_report(result: Any, config: DemoConfig, synthetic: Any, model: Any, pr
         "",
         f"Synthetic benchmark, seed {result.seed}: {config.n_train} training and {result.n_test} test questions "
         f"(5 families). Tiny model from random init. Training steps (batch {config.batch_size}): shared stage 0 "
-        f"(vision tower and projector aligned to the word embeddings of each cell's content, a stand-in for a "
-        f"pretrained CLIP) {config.vision_steps}; shared stage I "
+        f"(vision tower with {config.patch_size} px patches and projector aligned to the word embeddings of each "
+        f"cell's content plus row and column codes, a stand-in for a pretrained CLIP) {config.vision_steps}; "
+        f"shared stage I "
         f"{config.stage_steps['stage1']}; LaRe stages II–IV {config.stage_steps['stage2']} / "
         f"{config.stage_steps['stage3']} / {config.stage_steps['stage4']}; each baseline "
         f"{config.baseline_steps}. T = {config.latent_steps}, P = {config.prefix_tokens}, "

@@ -142,12 +142,14 @@ def pretrain_vision_stage(config: DemoConfig, synthetic: Any, run_dir: Path) -> 
         return model_dir, metrics_path
     run_dir.mkdir(parents=True, exist_ok=True)
     spec = ModelSpec(preset="tiny", tokenizer_corpus="synthetic", overrides={
-        "latent_steps": config.latent_steps, "prefix_tokens": config.prefix_tokens,
+        "latent_steps": config.latent_steps, "prefix_tokens": config.prefix_tokens, "window": config.window,
+        "vision_config": {"patch_size": config.patch_size},
         "text_config": {"initializer_range": config.llm_init_std}})
     model, processor = build_model(spec, seed=config.seed)
     records = json.loads(Path(synthetic.train_path).read_text(encoding="utf-8"))
     pretrain_vision(model, processor, records, synthetic.image_root, GRID, VisionPretrainingConfig(
-        steps=config.vision_steps, target_scale=config.vision_target_scale, seed=config.seed), metrics_path)
+        steps=config.vision_steps, target_scale=config.vision_target_scale,
+        position_scale=config.vision_position_scale, seed=config.seed), metrics_path)
     temp = run_dir / "model.tmp"
     shutil.rmtree(temp, ignore_errors=True)
     model.save_pretrained(temp)

@@ -156,7 +156,9 @@ class LaReForConditionalGeneration(LaRePreTrainedModel, GenerationMixin):
                      ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Token embeddings with the `<image>` slots replaced by visual tokens.
 
-        Returns embeddings [B, L, D], visual features [B, Nv, D] and their positions [B, Nv] (None without images).
+        Each sequence holds either one image's `<image>` tokens or none (a text-only sample, whose row of
+        `pixel_values` is a stand-in and is not encoded). Returns embeddings [B, L, D], visual features [B, Nv, D]
+        and their positions [B, Nv]; the last two are None unless every sequence has an image.
         """
         embeds = self.get_input_embeddings()(input_ids)  # [B, L, D]
         is_image = input_ids == self.config.image_token_id  # [B, L]
@@ -169,13 +171,19 @@ class LaReForConditionalGeneration(LaRePreTrainedModel, GenerationMixin):
             raise ValueError(f"got {pixel_values.shape[0]} images for {input_ids.shape[0]} sequences: "
                              "each sequence takes exactly one image")
         expected = self.config.num_image_tokens
-        if bool((n_slots != expected).any()):
-            bad = int((n_slots != expected).nonzero()[0, 0])
+        wrong = (n_slots != expected) & (n_slots != 0)  # [B]
+        if bool(wrong.any()):
+            bad = int(wrong.nonzero()[0, 0])
             raise ValueError(f"sequence {bad} holds {int(n_slots[bad])} <image> tokens, but one image needs "
                              f"{expected}: the text and the images do not match")
-        visual = self.encode_images(pixel_values)  # [B, Nv, D]
-        positions = is_image.nonzero()[:, 1].view(input_ids.shape[0], expected)  # [B, Nv]
+        has_image = n_slots == expected  # [B]
+        if not bool(has_image.any()):
+            return embeds, None, None
+        visual = self.encode_images(pixel_values[has_image])  # [B_img, Nv, D]
         embeds = embeds.masked_scatter(is_image[..., None], visual.to(embeds.dtype))  # [B, L, D]
+        if not bool(has_image.all()):
+            return embeds, None, None
+        positions = is_image.nonzero()[:, 1].view(input_ids.shape[0], expected)  # [B, Nv]
         return embeds, visual, positions
 
     # ------------------------------------------------------------------------------------------------------
@@ -260,6 +268,10 @@ class LaReForConditionalGeneration(LaRePreTrainedModel, GenerationMixin):
         device = input_ids.device
 
         prompt_embeds, visual, visual_positions = self.embed_inputs(input_ids, pixel_values)
+        if visual is None:
+            bad = int((input_ids == cfg.image_token_id).sum(dim=-1).eq(0).nonzero()[0, 0])
+            raise ValueError(f"sequence {bad} holds no <image> tokens: latent reasoning refocuses on an image, so "
+                             "every sequence needs one (train text-only samples with latent_steps=0)")
         bot = self.get_input_embeddings()(torch.full((batch, 1), cfg.bot_token_id, device=device))  # [B, 1, D]
         embeds = torch.cat([prompt_embeds, bot], dim=1)  # [B, L+1, D]
         mask = torch.cat([attention_mask, attention_mask.new_ones(batch, 1)], dim=1)  # [B, L+1]
