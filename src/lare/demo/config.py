@@ -59,6 +59,8 @@ class DemoConfig:
         for name in ("vision_target_scale", "llm_init_std"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"DemoConfig.{name} must be > 0, got {getattr(self, name)}")
+        if self.vision_position_scale < 0:
+            raise ValueError(f"DemoConfig.vision_position_scale must be >= 0, got {self.vision_position_scale}")
 
     @property
     def baseline_steps(self) -> int:

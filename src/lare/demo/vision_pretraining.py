@@ -6,8 +6,8 @@ random tower does not learn to see from the question-answer loss alone in that b
 chance). Stage 0 stands in for that pre-training: every patch's visual token is regressed onto
 `target_scale` × the sum of the LLM's input embeddings of the words naming the object in its grid cell (colour,
 shape, size; zero for an empty cell), plus a fixed random code of the cell's row and one of its column, so the
-tokens keep where they are (as a pretrained tower's do). It reads only the training split's scene annotations, and all three
-demo models start from its result, so the comparison between them stays like for like.
+tokens keep where they are (as a pretrained tower's do). It reads only the training split's scene annotations,
+and all three demo models start from its result, so the comparison between them stays like for like.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def cell_targets(records: Sequence[dict[str, Any]], model: Any, tokenizer: Any, 
     A patch's target is `scale` × Σ word_embedding(obj[field]) over `CELL_WORDS` for the object in its cell, plus
     row_code[row] + column_code[col]: fixed random vectors (drawn from `seed`) with `position_scale` × the
     embedding table's standard deviation. The codes are additive so that "row r" and "column c" can be matched
-    separately; measured on a where-question, they take the LLM from 17% to 63% after 800 steps.
+    separately. Measured on "Where is the {colour} object?" after stage 0 with 16 px patches: 17% right without
+    the codes (400 steps of question training), 63% with them (800 steps); chance is 6%.
     """
     side = model.config.grid_size
     if side % cells_per_side:
