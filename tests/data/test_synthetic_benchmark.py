@@ -181,9 +181,23 @@ def test_evidence_is_local_for_at_least_half_the_questions(synthetic):
 
 def test_rationales_are_multi_step_and_longer_than_answers(synthetic):
     for record in _load(synthetic.test_path):
-        sentences = re.findall(r"[^.]+\.", record["rationale"])
-        assert 3 <= len(sentences) <= 6, record["rationale"]
+        sentences = [s.strip() for s in re.findall(r"[^.]+\.", record["rationale"])]
+        reasoning = [s for s in sentences if not s.startswith("Option ")]
+        assert 3 <= len(reasoning) <= 5, record["rationale"]
         assert len(record["rationale"].split()) > 3 * len(f"The answer is {record['answer']}.".split())
+
+
+def test_option_scan_reads_options_in_order_and_stops_at_the_answer(synthetic):
+    scanned = 0
+    for record in _load(synthetic.test_path):
+        if not record.get("options"):
+            continue
+        scan = re.findall(r"Option ([A-D]) is ([^.]+)\.", record["rationale"])
+        letters = "ABCD"[: "ABCD".index(record["answer"]) + 1]
+        assert scan == [(letter, record["options"][i]) for i, letter in enumerate(letters)], record["rationale"]
+        assert record["rationale"].endswith(scan[-1][1] + "."), record["rationale"]
+        scanned += 1
+    assert scanned > 0
 
 
 def test_mmvp_pairs_differ_in_one_detail_with_different_answers(synthetic):
@@ -332,3 +346,4 @@ def test_refuses_to_overwrite_unless_asked(tmp_path):
     summary = generate_synthetic(out, n_train=5, n_test=5, seed=0, overwrite=True)
     assert len(list((out / "images" / "train").iterdir())) == summary.n_train == 5  # stale images are gone
     assert (out / "notes.txt").read_text() == "mine"  # files it does not own are left alone
+

