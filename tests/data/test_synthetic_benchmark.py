@@ -346,4 +346,3 @@ def test_refuses_to_overwrite_unless_asked(tmp_path):
     summary = generate_synthetic(out, n_train=5, n_test=5, seed=0, overwrite=True)
     assert len(list((out / "images" / "train").iterdir())) == summary.n_train == 5  # stale images are gone
     assert (out / "notes.txt").read_text() == "mine"  # files it does not own are left alone
-
