@@ -274,7 +274,7 @@ def _option_scan(options: list[str], letter: str) -> str:
 
     "Option A is red. Option B is green." and then "The answer is B.": each sentence copies one option from the
     prompt and the answer letter is the last one written, so a small model never has to look a value's letter up
-    across the prompt in one step. Measured on the demo's tiny LLM after 24,000 MMBench questions: the one-step
+    across the prompt in one step. Measured on the demo's tiny LLM after 24,000 MMBench examples: the one-step
     "Option B is green." named the right letter for its value 31% of the time (the value itself was right 90% of
     the time); with the scan it copied 99% of its options right and stopped at the right one 52% of the time.
     """
