@@ -7,6 +7,8 @@ import json
 import logging
 from pathlib import Path
 
+from lare.evaluation.answer_extraction import EXTRACTIONS
+
 logger = logging.getLogger(__name__)
 
 _BENCHMARKS = ("mmbench", "mmstar", "mmvp", "scienceqa", "pope")
@@ -39,9 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     score.add_argument("--predictions", required=True, type=Path)
     score.add_argument("--mode", default="official", choices=("official", "lmms-eval"),
                        help="scoring convention (default: the benchmark's official rule)")
-    score.add_argument("--answer-extraction", default="none", choices=("none", "final"),
+    score.add_argument("--answer-extraction", default="none", choices=EXTRACTIONS,
                        help="final: score only the text from the last 'The answer is' on (chain-of-thought "
-                            "outputs); none (default): the official rule reads the raw prediction")
+                            "outputs); final_option: the same, and an option named by its text counts as its "
+                            "letter; none (default): the official rule reads the raw prediction")
     score.add_argument("--allow-missing", action="store_true",
                        help="score questions without a prediction as empty answers instead of failing")
     score.add_argument("--out", type=Path, default=None,

@@ -150,10 +150,11 @@ def write_report(result: Any, config: DemoConfig, synthetic: Any, model: Any, pr
         "",
         "## Accuracy and tokens (official scoring of the exported test files)",
         "",
-        "Each benchmark family is scored by its official rule applied to the final answer statement (the text "
-        "from the last \"The answer is\"; `lare eval score --answer-extraction final`), so chains of thought "
-        "that mention other options on the way are not misread. # tokens: mean generated tokens over correct "
-        "answers. POPE accuracy is over all its questions.",
+        "Every method is trained to end with \"The answer is X.\", X a multiple-choice option's text. Each "
+        "benchmark family is scored by its official rule applied to that final statement, X turned into its "
+        "option letter when it names exactly one option (`lare eval score --answer-extraction final_option`, "
+        "VLMEvalKit's option-text matching). # tokens: mean generated tokens over correct answers. POPE accuracy "
+        "is over all its questions.",
         "",
         comparison_table(result),
         "",

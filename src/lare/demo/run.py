@@ -188,8 +188,9 @@ def evaluate(model: Any, processor: Any, method: str, synthetic: Any, out_dir: P
                                     batch_size=config.eval_batch_size,
                                     max_new_tokens=config.max_new_tokens[method], latent_ablation=latent_ablation,
                                     seed=config.seed)
-        # Every method ends with "The answer is X."; the official rule reads that statement (see answer_extraction).
-        metrics = score_predictions(family, export.files, predictions, answer_extraction="final")
+        # Every method ends with "The answer is X." (X an option's text, see `answer_by_option_text`); the official
+        # rule reads that statement with X turned into its letter (see answer_extraction).
+        metrics = score_predictions(family, export.files, predictions, answer_extraction="final_option")
         accuracy = _family_accuracy(family, metrics)
         n = len(items)
         correct = round(accuracy * n)

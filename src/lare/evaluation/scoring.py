@@ -31,8 +31,9 @@ def score_predictions(
         predictions_path: JSONL with one `{"id", "prediction", "tokens"?, "split"?}` line per sample.
         mode: "official" (default) or another harness's convention the benchmark supports ("lmms-eval").
         allow_missing: score items without a prediction as empty answers instead of failing.
-        answer_extraction: "none" (the official rule reads the raw text) or "final" (it reads the text from the
-            last "The answer is" on: for chain-of-thought outputs, see `lare.evaluation.answer_extraction`).
+        answer_extraction: "none" (the official rule reads the raw text), "final" (it reads the text from the
+            last "The answer is" on: for chain-of-thought outputs) or "final_option" ("final", with an option
+            named by its text turned into its letter); see `lare.evaluation.answer_extraction`.
 
     Returns:
         {"benchmark", "mode", **metrics}: fractions in [0, 1], `tokens_correct` null without token counts.
@@ -42,7 +43,8 @@ def score_predictions(
         raise ValueError(f"{benchmark} supports modes {module.MODES}, got {mode!r}")
     items = module.load(data_paths)
     predictions = align_predictions(items, read_predictions(predictions_path), predictions_path, allow_missing)
-    predictions = [replace(p, prediction=extract_answer(p.prediction, answer_extraction)) for p in predictions]
+    predictions = [replace(p, prediction=extract_answer(p.prediction, answer_extraction, item.options))
+                   for item, p in zip(items, predictions)]
     metrics = module.score(items, predictions, mode)
     logger.info("scored %d %s items from %s (%s mode)", len(items), benchmark, predictions_path, mode)
     return {"benchmark": benchmark, "mode": mode, "answer_extraction": answer_extraction, **metrics}
