@@ -93,7 +93,8 @@ def test_invalid_pretraining_config_names_the_field(field, value):
 
 
 @pytest.mark.parametrize("field, value", [("vision_steps", 0), ("vision_target_scale", 0.0), ("llm_init_std", -1.0),
-                                          ("patch_size", 0), ("window", 0), ("vision_position_scale", -1.0)])
+                                          ("patch_size", 0), ("window", 0), ("vision_position_scale", -1.0),
+                                          ("extractor_lr", 0.0)])
 def test_invalid_demo_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         DemoConfig(**{field: value})

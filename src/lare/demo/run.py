@@ -107,7 +107,7 @@ def train_all(config: DemoConfig, data_dir: Path, prompted: dict[str, Path], syn
     # After stage I every model trains on the reasoning questions alone, with the same learning rates: the
     # rationales themselves keep perception trained (each one names what it sees), so single-hop instructions
     # mixed in would only halve the steps spent on the task.
-    lare_lr = {"vision_tower": 1e-4, "projector": 5e-4, "language_model": 1e-3, "extractor": 1e-4,
+    lare_lr = {"vision_tower": 1e-4, "projector": 5e-4, "language_model": 1e-3, "extractor": config.extractor_lr,
                "semantic_losses": 1e-3}
     run("lare_stage3", _stage_config(
         "stage3", {"path": str(checkpoints["lare_stage2"])}, [str(prompted["lare"])], image_root,
