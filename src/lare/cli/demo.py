@@ -11,7 +11,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo", help="train and compare LaRe, standard CoT and direct answer on the synthetic benchmark")
     parser.add_argument("--quick", action="store_true", help="a ~2 minute smoke run (few steps, small corpus)")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default runs/demo)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data, stage 0, stage I and evaluation")
+    parser.add_argument("--finetune-seed", type=int, default=None,
+                        help="seed of the runs after stage I (LaRe II-IV, both baselines); default: --seed")
     parser.set_defaults(handler=run_demo_command)
 
 
@@ -20,13 +22,15 @@ def run_demo_command(args: argparse.Namespace) -> int:
     from lare.demo.report import ablation_table, comparison_table, verdict
     from lare.demo.run import run_demo
 
-    overrides = {"seed": args.seed}
+    overrides = {"seed": args.seed, "finetune_seed": args.finetune_seed}
     if args.out is not None:
         overrides["out_dir"] = args.out
     config = DemoConfig.quick(**overrides) if args.quick else DemoConfig.default(**overrides)
     result = run_demo(config)
     print()
-    print(f"LaRe vs baselines (seed {result.seed}, {result.n_test} test questions):")
+    seeds = f"seed {result.seed}" + (f", fine-tuning seed {result.finetune_seed}"
+                                     if result.finetune_seed != result.seed else "")
+    print(f"LaRe vs baselines ({seeds}, {result.n_test} test questions):")
     print(comparison_table(result))
     print()
     print("Latent ablation:")

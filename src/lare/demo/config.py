@@ -18,6 +18,9 @@ class DemoConfig:
 
     out_dir: Path = Path("runs/demo")
     seed: int = 0
+    # Seed of every run after stage I (LaRe II–IV and both baselines: data order, dropout, diffusion noise); None
+    # uses `seed`. Varying it alone measures how much the comparison moves with training noise, from one stage I.
+    finetune_seed: int | None = None
     # No model sees a training question twice (each sees at most 12,160 after stage I). Repeated for many epochs,
     # 1,600 questions per family were memorised instead of learned (measured: 76% right on training, 16% on test
     # MMBench questions).
@@ -69,6 +72,10 @@ class DemoConfig:
                 raise ValueError(f"DemoConfig.{name} must be > 0, got {getattr(self, name)}")
         if self.vision_position_scale < 0:
             raise ValueError(f"DemoConfig.vision_position_scale must be >= 0, got {self.vision_position_scale}")
+
+    @property
+    def run_seed_after_stage1(self) -> int:
+        return self.seed if self.finetune_seed is None else self.finetune_seed
 
     @property
     def baseline_steps(self) -> int:

@@ -137,7 +137,9 @@ def write_report(result: Any, config: DemoConfig, synthetic: Any, model: Any, pr
     lines = [
         "# LaRe demo: latent refocusing vs standard CoT vs direct answer",
         "",
-        f"Synthetic benchmark, seed {result.seed}: {config.n_train} training and {result.n_test} test questions "
+        f"Synthetic benchmark, seed {result.seed}"
+        + (f" (runs after stage I: seed {result.finetune_seed})" if result.finetune_seed != result.seed else "")
+        + f": {config.n_train} training and {result.n_test} test questions "
         f"(5 families). Tiny model from random init. Training steps (batch {config.batch_size}): shared stage 0 "
         f"(vision tower with {config.patch_size} px patches and projector aligned to the word embeddings of each "
         f"cell's content plus row and column codes, a stand-in for a pretrained CLIP) {config.vision_steps}; "

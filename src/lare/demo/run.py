@@ -49,13 +49,14 @@ class DemoResult:
     seed: int
     n_test: int
     wall_s: float
+    finetune_seed: int
     checkpoints: dict[str, Path]
     extras: dict[str, Any] = field(default_factory=dict)
 
 
 def _stage_config(name: str, model: dict[str, Any], records: list[str], image_root: Path, target: str,
                   lr: dict[str, float], loss: dict[str, Any], steps: int, output_dir: Path, config: DemoConfig,
-                  warmup_ratio: float = 0.05) -> Any:
+                  warmup_ratio: float = 0.05, seed: int | None = None) -> Any:
     from lare.training.config import StageConfig
 
     return StageConfig.from_dict({
@@ -66,21 +67,26 @@ def _stage_config(name: str, model: dict[str, Any], records: list[str], image_ro
         "optim": {"lr": lr, "warmup_ratio": warmup_ratio, "schedule": "cosine", "grad_clip": 1.0},
         "loss": loss,
         "run": {"output_dir": str(output_dir), "max_steps": steps, "batch_size": config.batch_size,
-                "save_every": 0, "keep_last": 1, "seed": config.seed, "log_with": "none"},
+                "save_every": 0, "keep_last": 1, "seed": config.seed if seed is None else seed,
+                "log_with": "none"},
     }).validate()
+
+
+def _train(key: str, stage_config: Any) -> tuple[Path, Path]:
+    """Train (or resume, or reuse when finished) one stage; return its final checkpoint and metrics file."""
+    from lare.training.loop import train_stage
+
+    logger.info("training %s (%d steps)", key, stage_config.run.max_steps)
+    result = train_stage(stage_config, resume="auto")
+    return result.checkpoint, result.metrics_path
 
 
 def train_all(config: DemoConfig, data_dir: Path, prompted: dict[str, Path], synthetic: Any
               ) -> tuple[dict[str, Path], dict[str, Path]]:
     """Train stage I, LaRe II–IV and the two baselines; return final checkpoints and metrics files per run."""
-    from lare.training.loop import train_stage
-
     runs = config.out_dir / "train"
     steps = config.stage_steps
     image_root = synthetic.image_root
-    latent = {"latent_steps": config.latent_steps, "align_weight": config.align_weight,
-              "image_weight": config.image_weight, "text_weight": config.text_weight,
-              "prefix_tokens": config.prefix_tokens}
     plain = {"latent_steps": 0, "prefix_tokens": config.prefix_tokens}
     # After stage 0 the vision tower moves slowly: early question-answer gradients would undo what it learned.
     everything = {"vision_tower": 1e-4, "projector": 1e-3, "language_model": 1e-3}
@@ -88,9 +94,7 @@ def train_all(config: DemoConfig, data_dir: Path, prompted: dict[str, Path], syn
     metrics: dict[str, Path] = {}
 
     def run(key: str, stage_config: Any) -> None:
-        logger.info("training %s (%d steps)", key, stage_config.run.max_steps)
-        result = train_stage(stage_config, resume="auto")
-        checkpoints[key], metrics[key] = result.checkpoint, result.metrics_path
+        checkpoints[key], metrics[key] = _train(key, stage_config)
 
     checkpoints["stage0"], metrics["stage0"] = pretrain_vision_stage(config, synthetic, runs / "stage0")
     # Stage I, shared by all three models: the tiny backbone learns the data's language and to read the visual
@@ -100,27 +104,47 @@ def train_all(config: DemoConfig, data_dir: Path, prompted: dict[str, Path], syn
         [str(synthetic.captions_path), str(synthetic.instructions_path)], image_root, "direct", everything, plain,
         steps["stage1"], runs / "stage1", config))
     stage1 = {"path": str(checkpoints["stage1"])}
+    lare_checkpoint, lare_metrics = train_lare(config, stage1["path"], prompted["lare"], image_root, runs)
+    checkpoints.update(lare_checkpoint)
+    metrics.update(lare_metrics)
+    for method in ("cot", "direct"):
+        run(method, _stage_config(
+            method, stage1, [str(prompted[method])], image_root, method,
+            {"vision_tower": 1e-4, "projector": 5e-4, "language_model": 1e-3}, plain, config.baseline_steps,
+            runs / method, config, seed=config.run_seed_after_stage1))
+    checkpoints["lare"] = checkpoints["lare_stage4"]
+    return checkpoints, metrics
+
+
+def train_lare(config: DemoConfig, stage1: str | Path, records: Path, image_root: Path, runs: Path
+               ) -> tuple[dict[str, Path], dict[str, Path]]:
+    """LaRe's stages II–IV from a stage-I checkpoint; return the checkpoint and metrics file of each stage."""
+    latent = {"latent_steps": config.latent_steps, "align_weight": config.align_weight,
+              "image_weight": config.image_weight, "text_weight": config.text_weight,
+              "prefix_tokens": config.prefix_tokens}
+    checkpoints: dict[str, Path] = {}
+    metrics: dict[str, Path] = {}
+
+    def run(key: str, stage_config: Any) -> None:
+        checkpoints[key], metrics[key] = _train(key, stage_config)
+
+    steps, seed = config.stage_steps, config.run_seed_after_stage1
     run("lare_stage2", _stage_config(
-        "stage2", stage1, [str(prompted["lare"])], image_root, "lare",
+        "stage2", {"path": str(stage1)}, [str(records)], image_root, "lare",
         {"extractor": 3e-4, "semantic_losses": 1e-3}, latent, steps["stage2"], runs / "lare_stage2", config,
-        warmup_ratio=0.1))
+        warmup_ratio=0.1, seed=seed))
     # After stage I every model trains on the reasoning questions alone, with the same learning rates: the
     # rationales themselves keep perception trained (each one names what it sees), so single-hop instructions
     # mixed in would only halve the steps spent on the task.
     lare_lr = {"vision_tower": 1e-4, "projector": 5e-4, "language_model": 1e-3, "extractor": config.extractor_lr,
                "semantic_losses": 1e-3}
     run("lare_stage3", _stage_config(
-        "stage3", {"path": str(checkpoints["lare_stage2"])}, [str(prompted["lare"])], image_root,
-        "lare", lare_lr, latent, steps["stage3"], runs / "lare_stage3", config, warmup_ratio=0.1))
+        "stage3", {"path": str(checkpoints["lare_stage2"])}, [str(records)], image_root,
+        "lare", lare_lr, latent, steps["stage3"], runs / "lare_stage3", config, warmup_ratio=0.1,
+        seed=seed))
     run("lare_stage4", _stage_config(
-        "stage4", {"path": str(checkpoints["lare_stage3"])}, [str(prompted["lare"])], image_root, "lare",
-        lare_lr, latent, steps["stage4"], runs / "lare_stage4", config, warmup_ratio=0.1))
-    for method in ("cot", "direct"):
-        run(method, _stage_config(
-            method, stage1, [str(prompted[method])], image_root, method,
-            {"vision_tower": 1e-4, "projector": 5e-4, "language_model": 1e-3}, plain, config.baseline_steps,
-            runs / method, config))
-    checkpoints["lare"] = checkpoints["lare_stage4"]
+        "stage4", {"path": str(checkpoints["lare_stage3"])}, [str(records)], image_root, "lare",
+        lare_lr, latent, steps["stage4"], runs / "lare_stage4", config, warmup_ratio=0.1, seed=seed))
     return checkpoints, metrics
 
 
@@ -235,7 +259,8 @@ def run_demo(config: DemoConfig) -> DemoResult:
                 for ablation in ABLATIONS:
                     ablations[ablation] = evaluate(model, processor, method, synthetic, eval_dir, config, ablation)
     result = DemoResult(out_dir=out, methods=scores, latent_ablations=ablations, metrics_paths=metrics_paths,
-                        seed=config.seed, n_test=synthetic.n_test, wall_s=0.0, checkpoints=checkpoints)
+                        seed=config.seed, n_test=synthetic.n_test, wall_s=0.0, checkpoints=checkpoints,
+                        finetune_seed=config.run_seed_after_stage1)
     result.extras["chance"] = chance_levels(synthetic)
 
     from lare.demo.report import write_report
@@ -270,6 +295,7 @@ def results_json(result: DemoResult) -> dict[str, Any]:
         "methods": {name: brief(score, True) for name, score in result.methods.items()},
         "latent_ablations": {name: brief(score, True) for name, score in result.latent_ablations.items()},
         "seed": result.seed,
+        "finetune_seed": result.finetune_seed,
         "n_test": result.n_test,
         "wall_s": result.wall_s,
         **result.extras,
