@@ -23,6 +23,7 @@ CASES = [
     ("steps", ["--limit", "2", "--steps", "0", "1", "--halting", "none", "cosine", "--halting-steps", "2",
                "--max-new-tokens", "2"], ["steps.png", "steps.json", "steps.md"], (640, 400)),
     ("precision", ["--limit", "4", "--latent-steps", "2"], ["refocus_precision.json", "refocus_precision.md"], None),
+    ("latent-use", ["--limit", "5"], ["latent_use.json", "latent_use.md"], None),
 ]
 
 

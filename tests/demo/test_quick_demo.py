@@ -34,8 +34,13 @@ def test_quick_demo_writes_report_json_and_figures(tmp_path, capsys):
     precision = results["refocus_precision"]["overall"]
     assert precision["n_steps"] > 0 and _is_fraction(precision["precision"]) and _is_fraction(precision["baseline"])
 
+    latent_use = results["latent_use"]
+    assert latent_use["n_samples"] == results["n_test"] and latent_use["n_prefix_tokens"] > 0
+    for ce in [*latent_use["prefix_ce"].values(), *latent_use["target_ce"].values()]:
+        assert isinstance(ce, float) and math.isfinite(ce) and ce > 0
+
     report = (out / "report.md").read_text()
-    for heading in ("## Accuracy and tokens", "## Latent ablation", "## Refocus precision"):
+    for heading in ("## Accuracy and tokens", "## Latent ablation", "## Refocus precision", "## Latent use"):
         assert heading in report
     lare_row = next(line for line in report.splitlines() if line.startswith("| LaRe |"))
     assert f"{100 * results['methods']['lare']['accuracy']:.1f}" in lare_row

@@ -1,4 +1,4 @@
-"""`lare analyze heatmaps | reconstruct | probe | attention | steps | precision`: the paper's analyses.
+"""`lare analyze heatmaps | reconstruct | probe | attention | steps | precision | latent-use`: the analyses.
 
 Every sub-command takes a saved LaRe model directory (`--model`, with its processor, e.g. the demo checkpoint),
 LLaVA-format records (`--data`, e.g. the synthetic `test.json`, images under `--images`), writes its PNG / JSON /
@@ -64,6 +64,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                 "(synthetic benchmark)")
     precision.add_argument("--latent-steps", type=int, default=None, help="T (default: the model's)")
     precision.set_defaults(handler=_precision)
+
+    latent_use = _command(commands, "latent-use", "teacher-forced cost of the replaced rationale prefix and of the "
+                                                  "answer text, own vs another sample's latents")
+    latent_use.set_defaults(handler=_latent_use)
 
 
 def _command(commands: argparse._SubParsersAction, name: str, help_text: str, limit: int | None = None
@@ -172,6 +176,14 @@ def _precision(args: argparse.Namespace) -> int:
     model, processor, samples = _setup(args)
     report = measure_refocus_precision(model, processor, samples, args.batch_size, args.latent_steps)
     return _report(write_refocus_precision(report, args.out))
+
+
+def _latent_use(args: argparse.Namespace) -> int:
+    from lare.analysis.latent_use import latent_use_batches, measure_latent_use, write_latent_use
+
+    model, processor, samples = _setup(args)
+    batches = latent_use_batches(samples, processor, model.config.prefix_tokens, args.batch_size)
+    return _report(write_latent_use(measure_latent_use(model, batches), args.out))
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -134,6 +134,7 @@ def write_report(result: Any, config: DemoConfig, synthetic: Any, model: Any, pr
     samples = lare_test_samples(synthetic)
     plot_refocus_examples(model, processor, samples, config.heatmap_samples, out / "refocus.png")
     precision_md = _refocus_precision(model, processor, samples, config, result)
+    latent_use_md = _latent_use(model, processor, synthetic, config, result)
     lines = [
         "# LaRe demo: latent refocusing vs standard CoT vs direct answer",
         "",
@@ -171,6 +172,12 @@ def write_report(result: Any, config: DemoConfig, synthetic: Any, model: Any, pr
     ]
     if precision_md:
         lines += ["## Refocus precision", "", precision_md, ""]
+    lines += ["## Latent use", "",
+              "Teacher-forced on the test questions, with each sample's own latents and with another sample's: "
+              "the rationale prefix that the latents replace, decoded from the latents alone (Eq. 8), and the "
+              "text after `<eot>` in the full model. A prefix far cheaper with its own latents means the latents "
+              "hold the sample's reasoning; a target that costs about the same either way means the answer text "
+              "hardly reads them.", "", latent_use_md, ""]
     lines += ["## Figures", "", "- `refocus.png`: per-step saliency and chosen window for test samples.",
               "- `curves.png`: training losses of every run.", ""]
     path = out / "report.md"
@@ -189,6 +196,26 @@ def _refocus_precision(model: Any, processor: Any, samples: list[Any], config: D
     result.extras["refocus_precision"] = summary
     # The analysis renders its own title; the demo report has its own section heading.
     return refocus_precision_markdown(report).split("\n", 2)[2]
+
+
+def _latent_use(model: Any, processor: Any, synthetic: Any, config: DemoConfig, result: Any) -> str:
+    """Own vs another sample's latents, teacher-forced on the test split in LaRe's training format (markdown)."""
+    from lare.analysis.latent_use import latent_use_batches, latent_use_markdown, measure_latent_use
+    from lare.data.dataset import LaReDataset
+    from lare.data.records import load_records
+    from lare.demo.prompted_records import load_joined, write_prompted_records
+
+    # The test questions in LaRe's training format (prompt as the harness asks, answers by option text).
+    path = write_prompted_records(load_joined(synthetic.exports, synthetic.test_path), "lare",
+                                  config.out_dir / "records" / "test_lare.json")
+    records, _ = load_records(path, synthetic.image_root, on_bad="raise")
+    dataset = LaReDataset(records, synthetic.image_root)
+    batches = latent_use_batches([dataset[i] for i in range(len(dataset))], processor,
+                                 model.config.prefix_tokens, config.eval_batch_size)
+    with torch.inference_mode():
+        report = measure_latent_use(model, batches)
+    result.extras["latent_use"] = report.to_dict()
+    return latent_use_markdown(report)
 
 
 def lare_test_samples(synthetic: Any) -> list[Any]:

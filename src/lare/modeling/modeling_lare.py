@@ -445,13 +445,7 @@ class LaReForConditionalGeneration(LaRePreTrainedModel, GenerationMixin):
                                  rationale_mask, steps: int) -> LaReOutput:
         cfg = self.config
         loop = self.latent_reasoning(input_ids, attention_mask, pixel_values, latent_steps=steps, use_cache=True)
-        target_embeds, target_mask = self._target_inputs(labels)
-        continuation, mask, positions = self.continuation_inputs(loop, extra_mask=target_mask)
-        embeds = torch.cat([continuation, target_embeds], dim=1)  # [B, k+1+Lt, D]: Z_T, <eot>, targets
-        out = self.decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, cache=loop.cache,
-                           use_cache=True)
-        n_targets = labels.shape[1]
-        ntp = self._ntp_loss(out.last_hidden_state[:, -n_targets - 1:-1], labels)  # from <eot> on
+        ntp = self._ntp_loss(self.target_hidden_states(loop, labels), labels)  # from <eot> on
         total = ntp
         losses = {"ntp": float(ntp.detach())}
         latents = loop.latents.flatten(1, 2)  # [B, T·k, D]
@@ -477,6 +471,20 @@ class LaReForConditionalGeneration(LaRePreTrainedModel, GenerationMixin):
         losses["total"] = float(total.detach())
         return LaReOutput(loss=total, losses=losses, latents=loop.latents, saliency=loop.saliency,
                           windows=loop.windows, latent_steps_taken=loop.latent_steps_taken)
+
+    def target_hidden_states(self, loop: LatentReasoningOutput, labels: torch.Tensor) -> torch.Tensor:
+        """Continue a cached loop with Z_T, `<eot>` and the targets; return the state that predicts each target.
+
+        labels [B, Lt] (−100 = padding) → hidden states [B, Lt, D], row j at the position before target j (`<eot>`
+        for the first). Consumes `loop.cache`.
+        """
+        target_embeds, target_mask = self._target_inputs(labels)
+        continuation, mask, positions = self.continuation_inputs(loop, extra_mask=target_mask)
+        embeds = torch.cat([continuation, target_embeds], dim=1)  # [B, k+1+Lt, D]: Z_T, <eot>, targets
+        out = self.decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, cache=loop.cache,
+                           use_cache=True)
+        n_targets = labels.shape[1]
+        return out.last_hidden_state[:, -n_targets - 1:-1]  # [B, Lt, D]
 
     def _alignment_loss(self, latents, latent_mask, visual, rationale_ids, rationale_mask) -> torch.Tensor:
         batch = latents.shape[0]
