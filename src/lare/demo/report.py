@@ -76,6 +76,22 @@ def verdict(result: Any) -> list[str]:
         lines.append(f"- Zeroing the latents changes LaRe's accuracy by {100 * (zero.accuracy - lare.accuracy):+.1f} "
                      "points" + (" (the answers depend on the latents)." if drop > 0 else
                         ": the latents are **not** shown to matter in this run."))
+    shuffle = result.latent_ablations.get("shuffle")
+    if shuffle is not None:
+        drop = 100 * (lare.accuracy - shuffle.accuracy)
+        # Two binomial standard errors of LaRe's accuracy: a smaller change is not told apart from none.
+        noise = 200 * (lare.accuracy * (1 - lare.accuracy) / max(lare.n, 1)) ** 0.5
+        lines.append(f"- Shuffling the latents across samples changes it by "
+                     f"{100 * (shuffle.accuracy - lare.accuracy):+.1f} points"
+                     + (" (the answers use what each sample's own latents hold)." if drop > noise else
+                        f": within two standard errors ({noise:.1f} points) of no change, so the answers are "
+                        "**not** shown to use what each sample's own latents hold."))
+    use = result.extras.get("latent_use")
+    if use is not None:
+        lines.append(f"- Teacher-forced, the rationale prefix the latents replace costs {use['prefix_ce']['own']:.3f} "
+                     f"nats/token decoded from its own latents and {use['prefix_ce']['shuffled']:.3f} from another "
+                     f"sample's; the text after `<eot>` costs {use['target_ce']['own']:.3f} and "
+                     f"{use['target_ce']['shuffled']:.3f}.")
     return lines
 
 
