@@ -76,6 +76,7 @@ class DemoConfig:
 
     @property
     def run_seed_after_stage1(self) -> int:
+        """The seed of LaRe's stages II–IV and of both baselines."""
         return self.seed if self.finetune_seed is None else self.finetune_seed
 
     @property
