@@ -67,6 +67,7 @@ def test_target_modes(tiny_processor):
     assert tiny_processor.tokenizer.decode(target(target="cot")[:-1]) == f"{RATIONALE} The answer is B."
     assert target(target="direct") == answer_alone + [eos]
     assert target(target="lare", latent_replaces="all") == answer_alone + [eos]
+    assert target(target="lare", latent_replaces="none", prefix_tokens=8) == target(target="cot")
     assert len(rationale) > 8
     assert target(target="lare", prefix_tokens=8) == rationale[8:] + answer_after_rationale + [eos]
     # A prefix longer than the rationale leaves the answer alone.

@@ -14,7 +14,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the data, stage 0, stage I and evaluation")
     parser.add_argument("--finetune-seed", type=int, default=None,
                         help="seed of the runs after stage I (LaRe II-IV, both baselines); default: --seed")
+    parser.add_argument("--latent-replaces", metavar="STAGE=MODE", action="append", default=[],
+                        help="what the latents replace in a LaRe stage (stage2|stage3|stage4 = prefix|all|none; "
+                             "default stage3=none, the others prefix); repeatable")
     parser.set_defaults(handler=run_demo_command)
+
+
+def _latent_replaces(pairs: list[str]) -> dict[str, str] | None:
+    """`["stage3=prefix"]` → the default stage map with stage3 set to "prefix"; None when no pair is given."""
+    from lare.demo.config import DemoConfig
+
+    if not pairs:
+        return None
+    modes = dict(DemoConfig().latent_replaces)
+    for pair in pairs:
+        stage, sep, mode = pair.partition("=")
+        if not sep or stage not in modes:
+            raise SystemExit(f"--latent-replaces: expected STAGE=MODE with STAGE one of {sorted(modes)}, got "
+                             f"{pair!r}")
+        modes[stage] = mode
+    return modes
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
@@ -23,6 +42,9 @@ def run_demo_command(args: argparse.Namespace) -> int:
     from lare.demo.run import run_demo
 
     overrides = {"seed": args.seed, "finetune_seed": args.finetune_seed}
+    latent_replaces = _latent_replaces(args.latent_replaces)
+    if latent_replaces is not None:
+        overrides["latent_replaces"] = latent_replaces
     if args.out is not None:
         overrides["out_dir"] = args.out
     config = DemoConfig.quick(**overrides) if args.quick else DemoConfig.default(**overrides)

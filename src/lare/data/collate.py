@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 TARGET_MODES = ("lare", "cot", "direct")
-LATENT_REPLACES = ("prefix", "all")
+LATENT_REPLACES = ("prefix", "all", "none")
 
 # Stand-in pixels for text-only samples, which have no image tokens: `pixel_values` stays one tensor per batch.
 _BLANK_IMAGE_SIDE = 32
@@ -40,13 +40,16 @@ class LaReCollator:
         - "lare" with `latent_replaces="prefix"`: the rationale minus its first `prefix_tokens` tokens (the part the
           latents replace), then " The answer is X."
         - "lare" with `latent_replaces="all"`: "The answer is X."
+        - "lare" with `latent_replaces="none"`: the whole rationale, then " The answer is X." The latents precede
+          it and replace nothing: the first stage of a Coconut-style curriculum, where the LLM learns the task
+          with latent slots in place before a later stage drops the rationale's beginning.
     Samples without a rationale or an answer (captions, instructions) use their gpt turn in every mode. Each target
     ends with the tokenizer's eos token.
 
     Args:
         processor: a `LaReProcessor` (tokenizer, image_processor, format_prompt).
         target: "lare", "cot" or "direct".
-        latent_replaces: "prefix" or "all" (only used with target="lare").
+        latent_replaces: "prefix", "all" or "none" (only used with target="lare").
         prefix_tokens: P, the number of rationale tokens the latents replace.
         max_target_tokens: when set, targets (eos included) are cut to this many tokens.
     """
@@ -55,7 +58,7 @@ class LaReCollator:
         self,
         processor: Any,
         target: Literal["lare", "cot", "direct"] = "lare",
-        latent_replaces: Literal["prefix", "all"] = "prefix",
+        latent_replaces: Literal["prefix", "all", "none"] = "prefix",
         prefix_tokens: int = 32,
         max_target_tokens: int | None = None,
     ) -> None:
@@ -87,7 +90,7 @@ class LaReCollator:
             ids = self._encode(answer_text(sample.answer))
         else:
             rationale = self._encode(sample.rationale)
-            if self.target == "lare":
+            if self.target == "lare" and self.latent_replaces == "prefix":
                 rationale = rationale[self.prefix_tokens :]
             # The answer follows the rationale after a space, as it does in the plain CoT text.
             ids = rationale + self._encode(" " + answer_text(sample.answer))

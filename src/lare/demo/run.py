@@ -56,14 +56,14 @@ class DemoResult:
 
 def _stage_config(name: str, model: dict[str, Any], records: list[str], image_root: Path, target: str,
                   lr: dict[str, float], loss: dict[str, Any], steps: int, output_dir: Path, config: DemoConfig,
-                  warmup_ratio: float = 0.05, seed: int | None = None) -> Any:
+                  warmup_ratio: float = 0.05, seed: int | None = None, latent_replaces: str = "prefix") -> Any:
     from lare.training.config import StageConfig
 
     return StageConfig.from_dict({
         "name": name,
         "model": model,
-        "data": {"records": records, "image_root": str(image_root), "target": target, "latent_replaces": "prefix",
-                 "on_bad": "raise"},
+        "data": {"records": records, "image_root": str(image_root), "target": target,
+                 "latent_replaces": latent_replaces, "on_bad": "raise"},
         "optim": {"lr": lr, "warmup_ratio": warmup_ratio, "schedule": "cosine", "grad_clip": 1.0},
         "loss": loss,
         "run": {"output_dir": str(output_dir), "max_steps": steps, "batch_size": config.batch_size,
@@ -132,7 +132,7 @@ def train_lare(config: DemoConfig, stage1: str | Path, records: Path, image_root
     run("lare_stage2", _stage_config(
         "stage2", {"path": str(stage1)}, [str(records)], image_root, "lare",
         {"extractor": 3e-4, "semantic_losses": 1e-3}, latent, steps["stage2"], runs / "lare_stage2", config,
-        warmup_ratio=0.1, seed=seed))
+        warmup_ratio=0.1, seed=seed, latent_replaces=config.latent_replaces["stage2"]))
     # After stage I every model trains on the reasoning questions alone, with the same learning rates: the
     # rationales themselves keep perception trained (each one names what it sees), so single-hop instructions
     # mixed in would only halve the steps spent on the task.
@@ -141,10 +141,11 @@ def train_lare(config: DemoConfig, stage1: str | Path, records: Path, image_root
     run("lare_stage3", _stage_config(
         "stage3", {"path": str(checkpoints["lare_stage2"])}, [str(records)], image_root,
         "lare", lare_lr, latent, steps["stage3"], runs / "lare_stage3", config, warmup_ratio=0.1,
-        seed=seed))
+        seed=seed, latent_replaces=config.latent_replaces["stage3"]))
     run("lare_stage4", _stage_config(
         "stage4", {"path": str(checkpoints["lare_stage3"])}, [str(records)], image_root, "lare",
-        lare_lr, latent, steps["stage4"], runs / "lare_stage4", config, warmup_ratio=0.1, seed=seed))
+        lare_lr, latent, steps["stage4"], runs / "lare_stage4", config, warmup_ratio=0.1, seed=seed,
+        latent_replaces=config.latent_replaces["stage4"]))
     return checkpoints, metrics
 
 

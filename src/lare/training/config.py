@@ -101,7 +101,8 @@ class DataSpec:
         image_root: default image directory for the records files.
         target: what follows `<eot>` ("lare": rationale minus what the latents replace, then the answer;
             "cot": full rationale + answer; "direct": answer only).
-        latent_replaces: "prefix" (the first P rationale tokens) or "all" (the whole rationale).
+        latent_replaces: "prefix" (the first P rationale tokens), "all" (the whole rationale) or "none" (nothing:
+            the whole rationale follows the latents, a curriculum stage before "prefix").
         on_bad: "skip" rejects bad records into `rejects` (counted and logged); "raise" stops at the first.
         rejects: JSONL file of rejected records; None writes `<output_dir>/rejects.jsonl`.
         max_target_tokens: cut targets (eos included) to this many tokens.
@@ -112,7 +113,7 @@ class DataSpec:
     records: list[RecordSource] = field(default_factory=list)
     image_root: str | None = None
     target: Literal["lare", "cot", "direct"] = "lare"
-    latent_replaces: Literal["prefix", "all"] = "prefix"
+    latent_replaces: Literal["prefix", "all", "none"] = "prefix"
     on_bad: Literal["skip", "raise"] = "skip"
     rejects: str | None = None
     max_target_tokens: int | None = None
