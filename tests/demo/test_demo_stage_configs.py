@@ -64,15 +64,19 @@ def test_bad_latent_replaces_is_rejected(latent_replaces, message):
         DemoConfig.default(latent_replaces=latent_replaces)
 
 
+class _StopBeforeTraining(Exception):
+    """Raised by the stand-in `run_demo`: the config is all a CLI test needs."""
+
+
 def test_cli_latent_replaces_overrides_one_stage(monkeypatch, tmp_path):
     seen: dict = {}
 
     def stop(config):
         seen["config"] = config
-        raise KeyboardInterrupt  # the config is all this test needs; stop before training
+        raise _StopBeforeTraining
 
     monkeypatch.setattr(demo_run, "run_demo", stop)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(_StopBeforeTraining):
         main(["demo", "--quick", "--out", str(tmp_path), "--latent-replaces", "stage3=prefix"])
     assert seen["config"].latent_replaces == {"stage2": "prefix", "stage3": "prefix", "stage4": "prefix"}
     with pytest.raises(SystemExit, match="expected STAGE=MODE"):
