@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lare.data.collate import LATENT_REPLACES
 
-LARE_STAGES = {"stage2", "stage3", "stage4"}
+LARE_STAGES = ("stage2", "stage3", "stage4")
 
 
 @dataclass(frozen=True)
@@ -83,8 +83,8 @@ class DemoConfig:
             raise ValueError(f"DemoConfig.stage_steps lacks {sorted(missing)}")
         if any(steps < 1 for steps in self.stage_steps.values()):
             raise ValueError(f"DemoConfig.stage_steps must all be >= 1, got {self.stage_steps}")
-        if set(self.latent_replaces) != LARE_STAGES:
-            raise ValueError(f"DemoConfig.latent_replaces needs exactly the stages {sorted(LARE_STAGES)}, got "
+        if set(self.latent_replaces) != set(LARE_STAGES):
+            raise ValueError(f"DemoConfig.latent_replaces needs exactly the stages {list(LARE_STAGES)}, got "
                              f"{sorted(self.latent_replaces)}")
         for stage, mode in self.latent_replaces.items():
             if mode not in LATENT_REPLACES:

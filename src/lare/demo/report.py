@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from lare.analysis.markdown import markdown_table
-from lare.demo.config import DemoConfig
+from lare.demo.config import LARE_STAGES, DemoConfig
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def write_report(result: Any, config: DemoConfig, synthetic: Any, model: Any, pr
         f"{config.stage_steps['stage1']}; LaRe stages II–IV {config.stage_steps['stage2']} / "
         f"{config.stage_steps['stage3']} / {config.stage_steps['stage4']}; each baseline "
         f"{config.baseline_steps}. The latents replace in stages II / III / IV: "
-        f"{' / '.join(config.latent_replaces[stage] for stage in ('stage2', 'stage3', 'stage4'))} "
+        f"{' / '.join(config.latent_replaces[stage] for stage in LARE_STAGES)} "
         f"(\"none\": the whole rationale follows them). T = {config.latent_steps}, P = {config.prefix_tokens}, "
         f"λ = {config.align_weight} / {config.image_weight} / {config.text_weight}. Wall time "
         f"{result.wall_s / 60:.1f} min.",
