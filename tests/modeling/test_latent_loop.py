@@ -136,6 +136,62 @@ def test_training_forward_backpropagates_through_the_cache(tiny_model, tiny_batc
     assert tiny_model.projector.linear_1.weight.grad.abs().sum() > 0
 
 
+def test_grounding_loss_trains_the_attention_that_builds_the_saliency(tiny_model, tiny_batch):
+    batch, _, _ = tiny_batch
+    labels = torch.tensor([[10, 11, 12, tiny_model.config.eos_token_id], [13, 14, -100, -100]])
+    cfg = tiny_model.config
+    cfg.align_weight = cfg.image_weight = cfg.text_weight = 0.0
+    evidence = torch.zeros(2, 2, cfg.grid_size ** 2)  # [B, Nb, Nv]
+    evidence[0, 0, 5] = evidence[0, 1, 40] = 1.0  # two boxes; sample 1 has none
+    tiny_model.train()
+    assert "ground" not in tiny_model(**batch, labels=labels, evidence_mask=evidence).losses  # weight 0: off
+
+    cfg.grounding_weight = 2.0
+    out = tiny_model(**batch, labels=labels, evidence_mask=evidence)
+    saliency = out.saliency.flatten(2)  # [B, T, Nv]
+    steps = saliency.shape[1]
+    cells = [5 if t < steps // 2 else 40 for t in range(steps)]  # each box gets half of the steps, in order
+    expected = -torch.stack([saliency[0, t, cell] for t, cell in enumerate(cells)]).log().mean()
+    assert out.losses["ground"] == pytest.approx(float(expected.detach()), rel=1e-5)
+    assert out.losses["total"] == pytest.approx(out.losses["ntp"] + 2.0 * out.losses["ground"], rel=1e-5)
+    # The saliency is the recorded attention itself, not a detached copy: the loss reaches the query weights
+    # of the layers that build it.
+    tiny_model.zero_grad()
+    from lare.losses.grounding import evidence_per_step, saliency_grounding_loss
+
+    saliency_grounding_loss(saliency, out.latent_steps_taken[:, None] > torch.arange(steps),
+                            evidence_per_step(evidence, steps)).backward()
+    layer = tiny_model.decoder.layers[cfg.saliency_layer_indices[-1]]
+    assert layer.self_attn.q_proj.weight.grad.abs().sum() > 0
+
+
+def test_evidence_windows_steer_training_steps_only(tiny_model, tiny_batch):
+    batch, _, _ = tiny_batch
+    labels = torch.tensor([[10, 11, 12, tiny_model.config.eos_token_id], [13, 14, -100, -100]])
+    cfg = tiny_model.config
+    side, window = cfg.grid_size, cfg.window
+    evidence = torch.zeros(2, 2, side ** 2)
+    evidence[0, 0, 0] = evidence[0, 1, side ** 2 - 1] = 1.0  # top-left cell, then bottom-right cell
+    cfg.evidence_windows_in_training = True
+    tiny_model.train()
+    out = tiny_model(**batch, labels=labels, evidence_mask=evidence)
+    steps = out.windows.shape[1]
+    for t in range(steps):
+        row0, col0, row1, col1 = out.windows[0, t].tolist()
+        if t < steps // 2:
+            assert (row0, col0) == (0, 0)  # the only window over the top-left cell
+        else:
+            assert (row1, col1) == (side, side)  # a window over the bottom-right cell
+    tiny_model.eval()
+    with torch.no_grad():
+        plain = tiny_model.latent_reasoning(**batch)
+        steered = tiny_model.latent_reasoning(**batch, window_evidence=evidence[:, [0, 0, 1, 1]])
+        teacher_forced = tiny_model(**batch, labels=labels, evidence_mask=evidence)
+    assert torch.equal(plain.windows[1], steered.windows[1])  # no evidence: the model's own windows
+    assert not torch.equal(plain.windows[0], steered.windows[0])
+    assert torch.equal(teacher_forced.windows, plain.windows)  # in eval mode the forward keeps its own windows
+
+
 def test_reconstruction_target_is_the_window_crop_in_minus_one_to_one(tiny_model, tiny_batch):
     import numpy as np
     import torch.nn.functional as F

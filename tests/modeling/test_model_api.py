@@ -113,7 +113,7 @@ def test_latent_ablations_change_the_output(tiny_model, tiny_batch, ablation):
 
 @pytest.mark.parametrize("field, value", [("halting", "sometimes"), ("refocus", "magic"), ("latent_tokens", 0),
                                           ("window", 99), ("latent_steps", -1), ("state_layers", "first"),
-                                          ("saliency_layers", [7])])
+                                          ("saliency_layers", [7]), ("grounding_weight", -0.5)])
 def test_invalid_config_value_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         LaReConfig.tiny(**{field: value})

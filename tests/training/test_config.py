@@ -14,6 +14,7 @@ from lare.training.config import (
     load_stage_config,
     parse_override_args,
 )
+from lare import LaReConfig, LaReForConditionalGeneration
 from lare.training.loop import resolve_mixed_precision, resolve_trackers
 from lare.training.pipeline import pipeline_stage_configs
 
@@ -57,6 +58,17 @@ def _minimal() -> dict:
             "optim": {"lr": {"projector": 1e-3}}, "run": {"output_dir": "out"}}
 
 
+def test_grounding_settings_reach_the_model_config():
+    from lare.training.model_loading import apply_loss_spec
+
+    config = StageConfig.from_dict(_minimal()).with_overrides(
+        {"loss.grounding_weight": 0.5, "loss.evidence_windows_in_training": True})
+    model = LaReForConditionalGeneration(LaReConfig.tiny())
+    resolved = apply_loss_spec(model, config.loss)
+    assert model.config.grounding_weight == 0.5 and model.config.evidence_windows_in_training is True
+    assert resolved["grounding_weight"] == 0.5 and resolved["evidence_windows_in_training"] is True
+
+
 def test_round_trip_and_dotted_overrides():
     config = StageConfig.from_dict(_minimal())
     # YAML 1.1 reads 1e-3 (no dot) as a string: it must still become the number 0.001.
@@ -79,6 +91,8 @@ def test_round_trip_and_dotted_overrides():
     ({"model.path": "somewhere"}, "model: give exactly one of preset, path, from_backbones"),
     ({"optim.betas": [0.9]}, "optim.betas: expected a list of 2 values"),
     ({"loss.align_weight": -1}, "loss.align_weight must be a finite number >= 0"),
+    ({"loss.grounding_weight": -1}, "loss.grounding_weight must be a finite number >= 0"),
+    ({"loss.evidence_windows_in_training": "maybe"}, "loss.evidence_windows_in_training: expected true or false"),
 ])
 def test_bad_values_are_errors_naming_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):

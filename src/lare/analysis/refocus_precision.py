@@ -3,16 +3,13 @@
 On the synthetic benchmark every record carries the pixel boxes of its evidence objects. For each sample and each
 latent step that ran, the step's window (patch-grid cells) is mapped to image pixels and checked against the boxes.
 
-Covering rule: a window covers an evidence box when their intersection is at least half of the box's area
-(`MIN_BOX_OVERLAP`); a box entirely inside the window is the special case of a full overlap. A step is a hit when
-its window covers at least one of the sample's boxes.
+Covering rule (`lare.data.evidence`): a window covers an evidence box when their intersection is at least half of
+the box's area; a box entirely inside the window is the special case of a full overlap. A step is a hit when its
+window covers at least one of the sample's boxes.
 
 Baseline: a window placed uniformly at random. For a sample it is computed exactly, as the fraction of all
 (gh − w + 1)·(gw − w + 1) window positions that cover a box, and it is averaged over exactly the same
 (sample, step) pairs as the precision, so the two numbers are directly comparable per family and per step.
-
-Grid-to-pixel mapping: the processors LaRe uses (CLIP-style) resize the shortest edge and centre-crop a square, so
-the grid spans the centred square of side min(W, H); without centre cropping the grid spans the whole image.
 """
 
 from __future__ import annotations
@@ -29,38 +26,9 @@ import torch
 
 from lare.analysis.markdown import markdown_table
 from lare.analysis.samples import AnalysisSample, batched, model_inputs
+from lare.data.evidence import MIN_BOX_OVERLAP, covers, window_to_pixels
 
 logger = logging.getLogger(__name__)
-
-MIN_BOX_OVERLAP = 0.5
-Box = tuple[float, float, float, float]  # (x0, y0, x1, y1) in pixels, end-exclusive
-
-
-def window_to_pixels(window: Sequence[int], grid: tuple[int, int], image_size: tuple[int, int],
-                     centre_crop: bool = True) -> Box:
-    """A window (row0, col0, row1, col1) on the `grid` (gh, gw) → its pixel box in an image of size (W, H)."""
-    width, height = image_size
-    grid_h, grid_w = grid
-    if centre_crop:
-        side = min(width, height)
-        left, top, span_w, span_h = (width - side) / 2, (height - side) / 2, side, side
-    else:
-        left, top, span_w, span_h = 0.0, 0.0, width, height
-    row0, col0, row1, col1 = window
-    cell_w, cell_h = span_w / grid_w, span_h / grid_h
-    return (left + col0 * cell_w, top + row0 * cell_h, left + col1 * cell_w, top + row1 * cell_h)
-
-
-def covers(window_box: Box, evidence_box: Sequence[float], min_overlap: float = MIN_BOX_OVERLAP) -> bool:
-    """Whether the window's intersection with the evidence box is at least `min_overlap` of the box's area."""
-    x0, y0, x1, y1 = evidence_box
-    area = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    if area == 0:
-        return False
-    inter_w = min(window_box[2], x1) - max(window_box[0], x0)
-    inter_h = min(window_box[3], y1) - max(window_box[1], y0)
-    intersection = max(0.0, inter_w) * max(0.0, inter_h)
-    return intersection >= min_overlap * area - 1e-9  # tolerance: grid cells of fractional pixel size
 
 
 def window_hits(window: Sequence[int], boxes: Sequence[Sequence[float]], grid: tuple[int, int],

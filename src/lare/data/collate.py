@@ -7,6 +7,7 @@ latent loop appends them after the prompt). Targets, the text after `<eot>`, are
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -14,6 +15,7 @@ import torch
 from PIL import Image
 
 from lare.data.dataset import Sample
+from lare.data.evidence import evidence_cells
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +80,11 @@ class LaReCollator:
         self.latent_replaces = latent_replaces
         self.prefix_tokens = prefix_tokens
         self.max_target_tokens = max_target_tokens
+        # The visual tokens form a square patch grid (LaReConfig.grid_size); evidence boxes are mapped onto it.
+        self.grid_side = math.isqrt(processor.num_image_tokens)
+        if self.grid_side ** 2 != processor.num_image_tokens:
+            raise ValueError(f"processor.num_image_tokens ({processor.num_image_tokens}) is not a square patch grid")
+        self.centre_crop = bool(getattr(processor.image_processor, "do_center_crop", True))
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -109,6 +116,9 @@ class LaReCollator:
             labels [B, Lt]: target ids right-padded with -100.
             rationale_ids [B, Lr], rationale_mask [B, Lr]: explicit-rationale tokens right-padded with the pad id;
                 the mask is all zero for samples without a rationale.
+            evidence_mask [B, Nb, Nv]: per evidence box, in the record's order, 1 on the patch-grid cells that
+                hold it (raster order, `lare.data.evidence`); rows past a sample's boxes (and samples without
+                boxes) are all zero. Read only by the optional saliency grounding (`LaReConfig.grounding_weight`).
         """
         if not samples:
             raise ValueError("cannot collate an empty batch")
@@ -128,6 +138,16 @@ class LaReCollator:
             for sample in samples
         ]
         pixel_values = self.processor.image_processor(images, return_tensors="pt")["pixel_values"]  # [B, 3, H, W]
+        grid = (self.grid_side, self.grid_side)
+        per_sample = [
+            evidence_cells(sample.boxes if sample.image is not None else None,
+                           sample.image.size if sample.image is not None else (1, 1), grid, self.centre_crop)
+            for sample in samples
+        ]  # each [n_boxes, Nv]
+        evidence_mask = torch.zeros(len(samples), max(1, max(len(cells) for cells in per_sample)),
+                                    self.grid_side ** 2)  # [B, Nb, Nv]
+        for row, cells in enumerate(per_sample):
+            evidence_mask[row, : len(cells)] = cells
         return {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
@@ -135,6 +155,7 @@ class LaReCollator:
             "labels": labels,
             "rationale_ids": rationale_ids,
             "rationale_mask": rationale_mask,
+            "evidence_mask": evidence_mask,
         }
 
 

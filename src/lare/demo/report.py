@@ -13,7 +13,7 @@ from lare.demo.config import LARE_STAGES, DemoConfig
 
 logger = logging.getLogger(__name__)
 
-LOSS_TERMS = ("vision", "ntp", "align", "image", "text")
+LOSS_TERMS = ("vision", "ntp", "align", "image", "text", "ground")
 FAMILY_ORDER = ("mmbench", "mmstar", "mmvp", "pope", "scienceqa")
 RUN_ORDER = ("stage0", "stage1", "lare_stage2", "lare_stage3", "lare_stage4", "cot", "direct")
 
@@ -166,7 +166,10 @@ def write_report(result: Any, config: DemoConfig, synthetic: Any, model: Any, pr
         f"{config.baseline_steps}. The latents replace in stages II / III / IV: "
         f"{' / '.join(config.latent_replaces[stage] for stage in LARE_STAGES)} "
         f"(\"none\": the whole rationale follows them). T = {config.latent_steps}, P = {config.prefix_tokens}, "
-        f"λ = {config.align_weight} / {config.image_weight} / {config.text_weight}. Wall time "
+        f"λ = {config.align_weight} / {config.image_weight} / {config.text_weight}, window {config.window}×"
+        f"{config.window} cells, saliency grounding {config.grounding_weight}"
+        + (" with the training windows on each step's evidence box" if config.evidence_windows_in_training else "")
+        + " (not in the paper: docs/demo-experiments.md). Wall time "
         f"{result.wall_s / 60:.1f} min.",
         "",
         "## Accuracy and tokens (official scoring of the exported test files)",

@@ -121,6 +121,8 @@ def train_lare(config: DemoConfig, stage1: str | Path, records: Path, image_root
     """LaRe's stages II–IV from a stage-I checkpoint; return the checkpoint and metrics file of each stage."""
     latent = {"latent_steps": config.latent_steps, "align_weight": config.align_weight,
               "image_weight": config.image_weight, "text_weight": config.text_weight,
+              "grounding_weight": config.grounding_weight,
+              "evidence_windows_in_training": config.evidence_windows_in_training,
               "prefix_tokens": config.prefix_tokens}
     checkpoints: dict[str, Path] = {}
     metrics: dict[str, Path] = {}

@@ -33,7 +33,10 @@ class LaReConfig(PreTrainedConfig):
         halting / halting_threshold: per-sample adaptive stop when consecutive latents move less than the threshold.
     Loss settings (used by `forward` when `labels` are given): the λ weights, InfoNCE temperature, alignment
     dimension, prefix length P, and the image reconstructor's settings (a dict, see `ReconstructorConfig`);
-    `image_mean` / `image_std` are the processor's pixel normalisation (CLIP's by default).
+    `image_mean` / `image_std` are the processor's pixel normalisation (CLIP's by default). Saliency grounding
+    (not in the paper, off by default; `lare.losses.grounding`), for records with evidence boxes:
+    `grounding_weight` weights the loss pulling each step's saliency onto its evidence box, and
+    `evidence_windows_in_training` takes each training step's window over that box (inference never does).
     """
 
     model_type = "lare"
@@ -66,6 +69,8 @@ class LaReConfig(PreTrainedConfig):
     align_weight: float = 0.1
     image_weight: float = 0.1
     text_weight: float = 0.5
+    grounding_weight: float = 0.0
+    evidence_windows_in_training: bool = False
     align_temperature: float = 0.07
     align_dim: int = 256
     prefix_tokens: int = 32
@@ -104,7 +109,7 @@ class LaReConfig(PreTrainedConfig):
             raise ValueError(f"LaReConfig.halting_threshold must be >= 0, got {self.halting_threshold}")
         if self.align_temperature <= 0:
             raise ValueError(f"LaReConfig.align_temperature must be > 0, got {self.align_temperature}")
-        for name in ("align_weight", "image_weight", "text_weight"):
+        for name in ("align_weight", "image_weight", "text_weight", "grounding_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"LaReConfig.{name} must be >= 0, got {getattr(self, name)}")
         side = self.grid_size

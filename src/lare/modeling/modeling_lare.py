@@ -243,6 +243,7 @@ class LaReForConditionalGeneration(LaRePreTrainedModel, GenerationMixin):
         use_cache: bool = True,
         latent_ablation: str = "none",
         generator: torch.Generator | None = None,
+        window_evidence: torch.Tensor | None = None,
         **unused: Any,
     ) -> LatentReasoningOutput:
         """Run the latent refocusing loop on a left-padded batch.
@@ -251,7 +252,8 @@ class LaReForConditionalGeneration(LaRePreTrainedModel, GenerationMixin):
         `use_cache=False` is the reference path: the whole sequence is re-forwarded at every step. Both give
         the same latents, saliency and windows. The returned cache (cached path) holds the prompt, `<bot>` and
         Z_1 … Z_{T−1}; the last latents are `pending_embeds`, fed with `<eot>` by whoever continues
-        (`continuation_inputs`), so no forward runs only to fill the cache.
+        (`continuation_inputs`), so no forward runs only to fill the cache. `window_evidence` [B, T, Nv] (training
+        with `evidence_windows_in_training`) restricts step t's window to those over its evidence cells.
         """
         steps = self.config.latent_steps if latent_steps is None else int(latent_steps)
         if steps < 1:
@@ -294,7 +296,8 @@ class LaReForConditionalGeneration(LaRePreTrainedModel, GenerationMixin):
             hidden_states = out.hidden_states if want_hidden else (out.last_hidden_state,)
             saliency = recorder.saliency()  # [B, Nv]
             if cfg.use_window:
-                window = select_window(saliency.view(batch, side, side), cfg.window)  # [B, 4]
+                allowed = None if window_evidence is None else window_evidence[:, step].view(batch, side, side)
+                window = select_window(saliency.view(batch, side, side), cfg.window, allowed)  # [B, 4]
                 features = gather_window(visual, window, cfg.window, side)  # [B, w·w, D]
             else:
                 window = torch.tensor([0, 0, side, side], device=device).expand(batch, 4)
@@ -376,6 +379,7 @@ class LaReForConditionalGeneration(LaRePreTrainedModel, GenerationMixin):
         labels: torch.Tensor | None = None,
         rationale_ids: torch.Tensor | None = None,
         rationale_mask: torch.Tensor | None = None,
+        evidence_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         cache: DynamicCache | None = None,
         inputs_embeds: torch.Tensor | None = None,
@@ -389,6 +393,8 @@ class LaReForConditionalGeneration(LaRePreTrainedModel, GenerationMixin):
         When `cache` already holds tokens this is one generation step: plain LLM forward on new ids.
         Otherwise it embeds the image, runs the latent loop (T = `latent_steps` or the config's), then runs
         `<eot>` + targets on the same cache and returns the total loss and each term in `losses`.
+        `evidence_mask` [B, Nb, Nv] (the collator's, per evidence box) feeds the optional saliency grounding
+        (`grounding_weight`, `evidence_windows_in_training`; `lare.losses.grounding`).
         """
         if cache is not None and cache.get_seq_length() > 0 or (labels is None and pixel_values is None):
             return self._decode_step(input_ids, inputs_embeds, attention_mask, position_ids, cache, use_cache,
@@ -401,7 +407,7 @@ class LaReForConditionalGeneration(LaRePreTrainedModel, GenerationMixin):
         if steps == 0:
             return self._plain_training_forward(input_ids, attention_mask, pixel_values, labels)
         return self._latent_training_forward(input_ids, attention_mask, pixel_values, labels, rationale_ids,
-                                             rationale_mask, steps)
+                                             rationale_mask, evidence_mask, steps)
 
     def _decode_step(self, input_ids, inputs_embeds, attention_mask, position_ids, cache, use_cache,
                      logits_to_keep: int) -> LaReOutput:
@@ -442,9 +448,16 @@ class LaReForConditionalGeneration(LaRePreTrainedModel, GenerationMixin):
         return LaReOutput(loss=ntp, losses={"ntp": float(ntp.detach())})
 
     def _latent_training_forward(self, input_ids, attention_mask, pixel_values, labels, rationale_ids,
-                                 rationale_mask, steps: int) -> LaReOutput:
+                                 rationale_mask, evidence_mask, steps: int) -> LaReOutput:
+        from lare.losses.grounding import evidence_per_step, saliency_grounding_loss
+
         cfg = self.config
-        loop = self.latent_reasoning(input_ids, attention_mask, pixel_values, latent_steps=steps, use_cache=True)
+        grounded = evidence_mask is not None and (cfg.grounding_weight > 0 or cfg.evidence_windows_in_training)
+        step_evidence = evidence_per_step(evidence_mask, steps) if grounded else None  # [B, T, Nv]
+        # Evidence windows steer training only: a teacher-forced evaluation (model.eval()) keeps the model's own.
+        steer = cfg.evidence_windows_in_training and self.training
+        loop = self.latent_reasoning(input_ids, attention_mask, pixel_values, latent_steps=steps, use_cache=True,
+                                     window_evidence=step_evidence if steer else None)
         ntp = self._ntp_loss(self.target_hidden_states(loop, labels), labels)  # from <eot> on
         total = ntp
         losses = {"ntp": float(ntp.detach())}
@@ -468,6 +481,10 @@ class LaReForConditionalGeneration(LaRePreTrainedModel, GenerationMixin):
             )
             total = total + cfg.text_weight * prefix
             losses["text"] = float(prefix.detach())
+        if cfg.grounding_weight > 0 and step_evidence is not None:
+            grounding = saliency_grounding_loss(loop.saliency.flatten(2), loop.step_mask, step_evidence)
+            total = total + cfg.grounding_weight * grounding
+            losses["ground"] = float(grounding.detach())
         losses["total"] = float(total.detach())
         return LaReOutput(loss=total, losses=losses, latents=loop.latents, saliency=loop.saliency,
                           windows=loop.windows, latent_steps_taken=loop.latent_steps_taken)

@@ -85,13 +85,18 @@ def register_saliency_attention() -> None:
     AttentionMaskInterface.register(SALIENCY_ATTENTION, sdpa_mask)
 
 
-def select_window(saliency: torch.Tensor, window: int) -> torch.Tensor:
+def select_window(saliency: torch.Tensor, window: int, allowed_cells: torch.Tensor | None = None) -> torch.Tensor:
     """Sum-pool a window×window box (stride 1) over the saliency grid and take the argmax.
 
     saliency [B, gh, gw] → windows [B, 4] as (row0, col0, row1, col1), end-exclusive. Ties go to the first
-    box in raster order.
+    box in raster order. `allowed_cells` [B, gh, gw] (training with evidence windows): a sample with any allowed
+    cell only takes windows that contain one; a sample with none is unrestricted.
     """
     pooled = F.avg_pool2d(saliency[:, None], kernel_size=window, stride=1)[:, 0]  # [B, gh-w+1, gw-w+1]
+    if allowed_cells is not None:
+        touches = F.max_pool2d(allowed_cells.float()[:, None], kernel_size=window, stride=1)[:, 0] > 0
+        restricted = allowed_cells.flatten(1).gt(0).any(dim=-1)[:, None, None]  # [B, 1, 1]
+        pooled = pooled.masked_fill(restricted & ~touches, float("-inf"))
     best = pooled.flatten(1).argmax(dim=-1)  # [B]
     row0 = torch.div(best, pooled.shape[-1], rounding_mode="floor")
     col0 = best % pooled.shape[-1]

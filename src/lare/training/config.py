@@ -182,6 +182,8 @@ class LossSpec:
     Attributes:
         latent_steps: T; 0 trains the plain LLaVA-style forward (stage I).
         align_weight, image_weight, text_weight: λ1, λ2, λ3; 0 skips the term entirely.
+        grounding_weight: the saliency grounding loss's weight (not in the paper; needs records with boxes).
+        evidence_windows_in_training: take each step's window over its evidence box (not in the paper).
         prefix_tokens: P, the rationale tokens the latents replace (also used by the collator).
     """
 
@@ -189,12 +191,14 @@ class LossSpec:
     align_weight: float | None = None
     image_weight: float | None = None
     text_weight: float | None = None
+    grounding_weight: float | None = None
+    evidence_windows_in_training: bool | None = None
     prefix_tokens: int | None = None
 
     def validate(self, key: str) -> None:
         if self.latent_steps is not None and self.latent_steps < 0:
             raise ConfigError(f"{key}.latent_steps must be >= 0, got {self.latent_steps}")
-        for name in ("align_weight", "image_weight", "text_weight"):
+        for name in ("align_weight", "image_weight", "text_weight", "grounding_weight"):
             value = getattr(self, name)
             if value is not None and (value < 0 or not math.isfinite(value)):
                 raise ConfigError(f"{key}.{name} must be a finite number >= 0, got {value}")

@@ -45,7 +45,7 @@ from lare.training.stages import optimizer_groups, set_trainable
 
 logger = logging.getLogger(__name__)
 
-LOSS_TERMS = ("loss", "ntp", "align", "image", "text")
+LOSS_TERMS = ("loss", "ntp", "align", "image", "text", "ground")
 """Logged per step: `loss` is the optimised total, the others are the model's `losses` entries."""
 
 
@@ -202,7 +202,7 @@ def train_stage(config: StageConfig, resume: str | None = None, model: Any = Non
     logger.info("%s: %d steps of %d samples (%d per process × %d processes × %d accumulation), T=%d, λ=%s; "
                 "%d training samples", config.name, total_steps, global_batch * grad_accum, run.batch_size, world,
                 grad_accum, losses["latent_steps"],
-                {k: losses[k] for k in ("align_weight", "image_weight", "text_weight")}, len(dataset))
+                {k: v for k, v in losses.items() if k.endswith("_weight")}, len(dataset))
 
     def checkpoint_now() -> Path:
         state.step, state.total_steps, state.consumed_batches = step, total_steps, consumed

@@ -94,11 +94,13 @@ def apply_loss_spec(model: LaReForConditionalGeneration, loss: LossSpec) -> dict
     inference default (stage I trains with T = 0 but does not turn the model into a T = 0 model).
     """
     config = model.config
-    for name in ("align_weight", "image_weight", "text_weight", "prefix_tokens"):
+    for name in ("align_weight", "image_weight", "text_weight", "grounding_weight", "evidence_windows_in_training",
+                 "prefix_tokens"):
         value = getattr(loss, name)
         if value is not None:
             setattr(config, name, value)
     latent_steps = config.latent_steps if loss.latent_steps is None else loss.latent_steps
     return {"latent_steps": latent_steps, "align_weight": config.align_weight,
             "image_weight": config.image_weight, "text_weight": config.text_weight,
-            "prefix_tokens": config.prefix_tokens}
+            "grounding_weight": config.grounding_weight,
+            "evidence_windows_in_training": config.evidence_windows_in_training, "prefix_tokens": config.prefix_tokens}
