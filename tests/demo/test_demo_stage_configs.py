@@ -81,3 +81,32 @@ def test_cli_latent_replaces_overrides_one_stage(monkeypatch, tmp_path):
     assert seen["config"].latent_replaces == {"stage2": "prefix", "stage3": "prefix", "stage4": "prefix"}
     with pytest.raises(SystemExit, match="expected STAGE=MODE"):
         main(["demo", "--quick", "--latent-replaces", "stage5=none"])
+
+
+def test_grounding_reaches_lare_stages_only(train_all_configs, tmp_path):
+    configs = train_all_configs(DemoConfig.quick(out_dir=tmp_path))
+    for key in ("lare_stage2", "lare_stage3", "lare_stage4"):
+        assert configs[key].loss.grounding_weight == 1.0
+        assert configs[key].loss.evidence_windows_in_training is True
+    for key in ("stage1", "cot", "direct"):
+        assert configs[key].loss.latent_steps == 0  # plain forward: no latent loop to ground
+    paper = train_all_configs(DemoConfig.quick(out_dir=tmp_path, grounding_weight=0.0,
+                                               evidence_windows_in_training=False))
+    assert paper["lare_stage3"].loss.grounding_weight == 0.0
+    assert paper["lare_stage3"].loss.evidence_windows_in_training is False
+
+
+def test_cli_no_grounding_and_window(monkeypatch, tmp_path):
+    seen: dict = {}
+
+    def stop(config):
+        seen["config"] = config
+        raise _StopBeforeTraining
+
+    monkeypatch.setattr(demo_run, "run_demo", stop)
+    with pytest.raises(_StopBeforeTraining):
+        main(["demo", "--quick", "--out", str(tmp_path), "--no-grounding", "--window", "2"])
+    config = seen["config"]
+    assert (config.grounding_weight, config.evidence_windows_in_training, config.window) == (0.0, False, 2)
+    with pytest.raises(SystemExit, match="DemoConfig.window must be >= 1"):
+        main(["demo", "--quick", "--window", "0"])

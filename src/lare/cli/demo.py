@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lare.demo.config import DemoConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,6 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--latent-replaces", metavar="STAGE=MODE", action="append", default=[],
                         help="what the latents replace in a LaRe stage (stage2|stage3|stage4 = prefix|all|none; "
                              "default stage3=none, the others prefix); repeatable")
+    parser.add_argument("--no-grounding", action="store_true",
+                        help="train LaRe exactly as the paper does: no saliency grounding loss and no training "
+                             "windows on the evidence (docs/demo-experiments.md)")
+    parser.add_argument("--window", type=int, default=None,
+                        help="side of the refocus window in patch-grid cells (default 1: one object)")
     parser.set_defaults(handler=run_demo_command)
 
 
@@ -36,10 +45,9 @@ def _latent_replaces(pairs: list[str]) -> dict[str, str] | None:
     return modes
 
 
-def run_demo_command(args: argparse.Namespace) -> int:
+def demo_config(args: argparse.Namespace) -> DemoConfig:
+    """The `DemoConfig` that the command-line options ask for."""
     from lare.demo.config import DemoConfig
-    from lare.demo.report import ablation_table, comparison_table, verdict
-    from lare.demo.run import run_demo
 
     overrides = {"seed": args.seed, "finetune_seed": args.finetune_seed}
     latent_replaces = _latent_replaces(args.latent_replaces)
@@ -47,7 +55,21 @@ def run_demo_command(args: argparse.Namespace) -> int:
         overrides["latent_replaces"] = latent_replaces
     if args.out is not None:
         overrides["out_dir"] = args.out
-    config = DemoConfig.quick(**overrides) if args.quick else DemoConfig.default(**overrides)
+    if args.no_grounding:
+        overrides.update(grounding_weight=0.0, evidence_windows_in_training=False)
+    if args.window is not None:
+        overrides["window"] = args.window
+    try:
+        return DemoConfig.quick(**overrides) if args.quick else DemoConfig.default(**overrides)
+    except ValueError as error:
+        raise SystemExit(f"lare demo: {error}") from error
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    from lare.demo.report import ablation_table, comparison_table, verdict
+    from lare.demo.run import run_demo
+
+    config = demo_config(args)
     result = run_demo(config)
     print()
     seeds = f"seed {result.seed}" + (f", fine-tuning seed {result.finetune_seed}"

@@ -50,10 +50,10 @@ class DemoConfig:
     latent_steps: int = 4
     # P, the curriculum, λ3 and the Extractor's learning rate below were chosen before grounding (2×2-cell
     # windows, none of the grounding settings), from the same stage I (LaRe accuracy, docs/demo-experiments.md).
-    # P and λ3: with the latents
-    # replacing the prefix in every stage: P = 8 / 16 / 24 gave 52.2 / 59.0 / 50.6% (P = 12 with 60 stage-II steps
-    # moved to stages III–IV: 54.4%); λ3 = 0.2 / 0.5 / 1.0 gave 54.8 / 59.0 / 52.8%. With the stage-III curriculum:
-    # P = 8 / 16 / 24 gave 56.4 / 59.6 / 52.0% at 0.80 / 0.59 / 0.41× CoT's tokens.
+    # P and λ3: with the latents replacing the prefix in every stage, P = 8 / 16 / 24 gave 52.2 / 59.0 / 50.6%
+    # (P = 12 with 60 stage-II steps moved to stages III–IV: 54.4%) and λ3 = 0.2 / 0.5 / 1.0 gave 54.8 / 59.0 /
+    # 52.8%; with the stage-III curriculum, P = 8 / 16 / 24 gave 56.4 / 59.6 / 52.0% at 0.80 / 0.59 / 0.41× CoT's
+    # tokens.
     prefix_tokens: int = 16
     # What the latents replace in each LaRe stage (`DataSpec.latent_replaces`). Stage III trains on the whole
     # rationale after the latents, stage IV drops its first P tokens: a Coconut-style curriculum, in which the LLM

@@ -16,7 +16,7 @@ import torch
 
 
 def evidence_per_step(evidence_mask: torch.Tensor, steps: int) -> torch.Tensor:
-    """evidence_mask [B, Nb, Nv] (per box, all-zero rows past a sample's boxes) → [B, T, Nv], box ⌊t·n/T⌋ at step t.
+    """evidence_mask [B, Nb, Nv] (per box; all-zero rows past a sample's boxes) → [B, T, Nv]: box ⌊t·n/T⌋ at t.
 
     Each of a sample's n boxes gets an equal share of the steps, in order; a sample without boxes gets all-zero rows.
     """
@@ -29,7 +29,7 @@ def evidence_per_step(evidence_mask: torch.Tensor, steps: int) -> torch.Tensor:
 
 def saliency_grounding_loss(saliency: torch.Tensor, step_mask: torch.Tensor, step_evidence: torch.Tensor,
                             eps: float = 1e-6) -> torch.Tensor:
-    """saliency [B, T, Nv] (each ran step sums to 1), step_mask [B, T] bool, step_evidence [B, T, Nv] in {0, 1} → scalar.
+    """saliency [B, T, Nv] (each ran step sums to 1), step_mask [B, T] bool, step_evidence [B, T, Nv] → scalar.
 
     Steps with no evidence cells (samples without boxes) and steps that did not run (halted) are left out; with none
     left the loss is an exact zero that still depends on `saliency` (every DDP rank runs the same backward).
