@@ -90,6 +90,7 @@ def test_grounding_reaches_lare_stages_only(train_all_configs, tmp_path):
         assert configs[key].loss.evidence_windows_in_training is True
     for key in ("stage1", "cot", "direct"):
         assert configs[key].loss.latent_steps == 0  # plain forward: no latent loop to ground
+        assert configs[key].loss.grounding_weight is None
     paper = train_all_configs(DemoConfig.quick(out_dir=tmp_path, grounding_weight=0.0,
                                                evidence_windows_in_training=False))
     assert paper["lare_stage3"].loss.grounding_weight == 0.0
