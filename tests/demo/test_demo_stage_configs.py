@@ -68,17 +68,28 @@ class _StopBeforeTraining(Exception):
     """Raised by the stand-in `run_demo`: the config is all a CLI test needs."""
 
 
-def test_cli_latent_replaces_overrides_one_stage(monkeypatch, tmp_path):
-    seen: dict = {}
+@pytest.fixture()
+def cli_config(monkeypatch):
+    """`lare demo ARGS…` with `run_demo` stopped before training: returns the `DemoConfig` the CLI built."""
 
-    def stop(config):
-        seen["config"] = config
-        raise _StopBeforeTraining
+    def parse(args: list[str]) -> DemoConfig:
+        seen: dict = {}
 
-    monkeypatch.setattr(demo_run, "run_demo", stop)
-    with pytest.raises(_StopBeforeTraining):
-        main(["demo", "--quick", "--out", str(tmp_path), "--latent-replaces", "stage3=prefix"])
-    assert seen["config"].latent_replaces == {"stage2": "prefix", "stage3": "prefix", "stage4": "prefix"}
+        def stop(config):
+            seen["config"] = config
+            raise _StopBeforeTraining
+
+        monkeypatch.setattr(demo_run, "run_demo", stop)
+        with pytest.raises(_StopBeforeTraining):
+            main(["demo", *args])
+        return seen["config"]
+
+    return parse
+
+
+def test_cli_latent_replaces_overrides_one_stage(cli_config, tmp_path):
+    config = cli_config(["--quick", "--out", str(tmp_path), "--latent-replaces", "stage3=prefix"])
+    assert config.latent_replaces == {"stage2": "prefix", "stage3": "prefix", "stage4": "prefix"}
     with pytest.raises(SystemExit, match="expected STAGE=MODE"):
         main(["demo", "--quick", "--latent-replaces", "stage5=none"])
 
@@ -97,17 +108,8 @@ def test_grounding_reaches_lare_stages_only(train_all_configs, tmp_path):
     assert paper["lare_stage3"].loss.evidence_windows_in_training is False
 
 
-def test_cli_no_grounding_and_window(monkeypatch, tmp_path):
-    seen: dict = {}
-
-    def stop(config):
-        seen["config"] = config
-        raise _StopBeforeTraining
-
-    monkeypatch.setattr(demo_run, "run_demo", stop)
-    with pytest.raises(_StopBeforeTraining):
-        main(["demo", "--quick", "--out", str(tmp_path), "--no-grounding", "--window", "2"])
-    config = seen["config"]
+def test_cli_no_grounding_and_window(cli_config, tmp_path):
+    config = cli_config(["--quick", "--out", str(tmp_path), "--no-grounding", "--window", "2"])
     assert (config.grounding_weight, config.evidence_windows_in_training, config.window) == (0.0, False, 2)
     with pytest.raises(SystemExit, match="DemoConfig.window must be >= 1"):
         main(["demo", "--quick", "--window", "0"])

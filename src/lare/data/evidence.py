@@ -50,16 +50,23 @@ def box_cells(box: Sequence[float], image_size: tuple[int, int], grid: tuple[int
               centre_crop: bool = True) -> torch.Tensor:
     """[gh·gw] float mask in raster order: 1 on the grid cell(s) that hold `box`.
 
-    A cell holds the box when it covers it (the half-area rule). A box larger than a cell is covered by no single
-    cell; it then marks every cell it overlaps, so every non-empty box marks at least one cell.
+    A cell holds the box when it covers it (the half-area rule of `covers`, computed for every cell at once: the
+    collator runs this on every training batch). A box larger than a cell is covered by no single cell; it then
+    marks every cell it overlaps, so every non-empty box marks at least one cell.
     """
     grid_h, grid_w = grid
-    cells = [window_to_pixels((row, col, row + 1, col + 1), grid, image_size, centre_crop)
-             for row in range(grid_h) for col in range(grid_w)]
-    mask = torch.tensor([float(covers(cell, box)) for cell in cells])
-    if not mask.any():
-        mask = torch.tensor([float(covers(cell, box, min_overlap=1e-6)) for cell in cells])
-    return mask
+    left, top, right, bottom = window_to_pixels((0, 0, grid_h, grid_w), grid, image_size, centre_crop)
+    xs = torch.linspace(left, right, grid_w + 1, dtype=torch.float64)  # [gw+1] cell edges
+    ys = torch.linspace(top, bottom, grid_h + 1, dtype=torch.float64)  # [gh+1]
+    x0, y0, x1, y1 = (float(v) for v in box)
+    area = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    if area == 0:
+        return torch.zeros(grid_h * grid_w)
+    inter_w = (torch.minimum(xs[1:], torch.tensor(x1)) - torch.maximum(xs[:-1], torch.tensor(x0))).clamp_min(0)
+    inter_h = (torch.minimum(ys[1:], torch.tensor(y1)) - torch.maximum(ys[:-1], torch.tensor(y0))).clamp_min(0)
+    intersection = (inter_h[:, None] * inter_w[None, :]).flatten()  # [gh·gw]
+    held = intersection >= MIN_BOX_OVERLAP * area - 1e-9  # tolerance as in `covers`
+    return (held if held.any() else intersection > 0).float()
 
 
 def evidence_cells(boxes: Sequence[Sequence[float]] | None, image_size: tuple[int, int], grid: tuple[int, int],
