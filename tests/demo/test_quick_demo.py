@@ -40,8 +40,14 @@ def test_quick_demo_writes_report_json_and_figures(tmp_path, capsys):
         assert isinstance(ce, float) and math.isfinite(ce) and ce > 0
 
     report = (out / "report.md").read_text()
-    for heading in ("## Accuracy and tokens", "## Latent ablation", "## Refocus precision", "## Latent use"):
+    for heading in ("## Accuracy and tokens", "## Accuracy by question type", "## Latent ablation",
+                    "## Refocus precision", "## Latent use"):
         assert heading in report
+    lare_mmbench = results["methods"]["lare"]["by_family"]["mmbench"]["by_type"]
+    assert set(lare_mmbench) == {"colour_recognition", "shape_recognition", "spatial_relationship"}
+    assert all(_is_fraction(value) for value in lare_mmbench.values())
+    assert set(results["methods"]["cot"]["by_family"]["mmstar"]["by_type"]) == {"two_hop_colour", "two_hop_shape"}
+    assert set(results["refocus_precision"]["per_type"]["mmbench"]) <= set(lare_mmbench)
     lare_row = next(line for line in report.splitlines() if line.startswith("| LaRe |"))
     assert f"{100 * results['methods']['lare']['accuracy']:.1f}" in lare_row
 

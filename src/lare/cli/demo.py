@@ -66,7 +66,7 @@ def demo_config(args: argparse.Namespace) -> DemoConfig:
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
-    from lare.demo.report import ablation_table, comparison_table, verdict
+    from lare.demo.report import ablation_table, comparison_table, type_table, verdict
     from lare.demo.run import run_demo
 
     config = demo_config(args)
@@ -77,6 +77,11 @@ def run_demo_command(args: argparse.Namespace) -> int:
     print(f"LaRe vs baselines ({seeds}, {result.n_test} test questions):")
     print(comparison_table(result))
     print()
+    types = type_table(result)
+    if types:
+        print("Accuracy by question type:")
+        print(types)
+        print()
     print("Latent ablation:")
     print(ablation_table(result))
     print()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,25 @@ def tokens_table(result: Any) -> str:
     header = ["method"] + [f"{f} # tokens" for f in FAMILY_ORDER]
     rows = [[_method_label(name)] + [result.methods[name].by_family[f]["tokens_correct"] for f in FAMILY_ORDER]
             for name in ("direct", "cot", "lare")]
+    return markdown_table(header, rows, digits=1)
+
+
+def type_table(result: Any) -> str:
+    """Accuracy per question type within the families whose scorer labels types (%); "" when none does."""
+    methods = ("direct", "cot", "lare")
+    windows = (result.extras.get("refocus_precision") or {}).get("per_type") or {}
+    rows = []
+    for family in FAMILY_ORDER:
+        types = result.methods["lare"].by_family[family].get("by_type") or {}
+        for name in types:
+            accuracies = [100 * result.methods[m].by_family[family]["by_type"][name] for m in methods]
+            precision = windows.get(family, {}).get(name, {}).get("precision")
+            rows.append([family, name.replace("_", " "), *accuracies, accuracies[2] - accuracies[1],
+                         None if precision is None else 100 * precision])
+    if not rows:
+        return ""
+    header = ["family", "question type", *(f"{_method_label(m)} (%)" for m in methods), "LaRe − CoT (points)",
+              "LaRe windows on evidence (%)"]
     return markdown_table(header, rows, digits=1)
 
 
@@ -149,7 +170,7 @@ def write_report(result: Any, config: DemoConfig, synthetic: Any, model: Any, pr
     plot_curves(result.metrics_paths, out / "curves.png")
     samples = lare_test_samples(synthetic)
     plot_refocus_examples(model, processor, samples, config.heatmap_samples, out / "refocus.png")
-    precision_md = _refocus_precision(model, processor, samples, config, result)
+    precision_md = _refocus_precision(model, processor, samples, config, result, synthetic)
     latent_use_md = _latent_use(model, processor, synthetic, config, result)
     lines = [
         "# LaRe demo: latent refocusing vs standard CoT vs direct answer",
@@ -186,6 +207,15 @@ def write_report(result: Any, config: DemoConfig, synthetic: Any, model: Any, pr
         "",
         *verdict(result),
         "",
+    ]
+    types_md = type_table(result)
+    if types_md:
+        lines += ["## Accuracy by question type", "",
+                  "The families whose official files label each question's type, scored as in the table above; the last "
+                  "column is the share of LaRe's latent steps whose window covers an evidence box (see Refocus "
+                  "precision).",
+                  "", types_md, ""]
+    lines += [
         "## Latent ablation",
         "",
         ablation_table(result),
@@ -206,17 +236,52 @@ def write_report(result: Any, config: DemoConfig, synthetic: Any, model: Any, pr
     return path
 
 
-def _refocus_precision(model: Any, processor: Any, samples: list[Any], config: DemoConfig, result: Any) -> str:
+def _refocus_precision(model: Any, processor: Any, samples: list[Any], config: DemoConfig, result: Any,
+                       synthetic: Any) -> str:
     """Fraction of latent steps whose window covers an evidence box, vs random windows (markdown)."""
     from lare.analysis.refocus_precision import measure_refocus_precision, refocus_precision_markdown
 
     with torch.inference_mode():
         report = measure_refocus_precision(model, processor, samples, batch_size=config.eval_batch_size)
     summary = report.to_json()
-    summary.pop("per_sample")
+    summary["per_type"] = precision_by_type(summary.pop("per_sample"), question_types(synthetic.test_path))
     result.extras["refocus_precision"] = summary
     # The analysis renders its own title; the demo report has its own section heading.
     return refocus_precision_markdown(report).split("\n", 2)[2]
+
+
+def question_types(records_path: str | Path) -> dict[str, tuple[str, str]]:
+    """Record id → (family, question type) for the families whose records split into several types.
+
+    The type is the first of `category`, `l2_category` that takes more than one value within the family: the
+    level `lare.demo.run.accuracy_by_type` reports (the benchmarks' files carry the same labels).
+    """
+    records = json.loads(Path(records_path).read_text(encoding="utf-8"))
+    by_family: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        if record.get("family"):
+            by_family[record["family"]].append(record)
+    types: dict[str, tuple[str, str]] = {}
+    for family, members in by_family.items():
+        for level in ("category", "l2_category"):
+            if len({record.get(level) for record in members}) > 1:
+                types.update({record["id"]: (family, record[level]) for record in members if record.get(level)})
+                break
+    return types
+
+
+def precision_by_type(per_sample: list[dict[str, Any]], types: dict[str, tuple[str, str]]
+                      ) -> dict[str, dict[str, dict[str, float]]]:
+    """{family: {type: {"precision", "n_steps"}}}: the share of scored latent steps whose window covers evidence."""
+    hits: dict[tuple[str, str], list[bool]] = defaultdict(list)
+    for sample in per_sample:
+        if sample["id"] in types:
+            hits[types[sample["id"]]].extend(sample["hits"])
+    per_type: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
+    for (family, name), values in sorted(hits.items()):
+        if values:
+            per_type[family][name] = {"precision": sum(values) / len(values), "n_steps": len(values)}
+    return dict(per_type)
 
 
 def _latent_use(model: Any, processor: Any, synthetic: Any, config: DemoConfig, result: Any) -> str:

@@ -195,6 +195,16 @@ def _family_accuracy(family: str, metrics: dict[str, Any]) -> float:
     return metrics["vanilla_accuracy" if family == "mmbench" else "accuracy"]
 
 
+def accuracy_by_type(family: str, metrics: dict[str, Any]) -> dict[str, float]:
+    """Accuracy per question type: the first of the scorer's category levels that splits the family (MMBench's
+    `category`, MMStar's `l2_category`), scored as the family's headline accuracy is; {} for families without one."""
+    levels = metrics.get("by_category_vanilla" if family == "mmbench" else "by_category") or {}
+    for level in ("category", "l2_category"):
+        if len(levels.get(level) or {}) > 1:
+            return dict(sorted(levels[level].items()))
+    return {}
+
+
 def evaluate(model: Any, processor: Any, method: str, synthetic: Any, out_dir: Path, config: DemoConfig,
              latent_ablation: str = "none") -> MethodScore:
     """Run `method` on every exported test benchmark and score it with the official rules."""
@@ -222,7 +232,7 @@ def evaluate(model: Any, processor: Any, method: str, synthetic: Any, out_dir: P
         n = len(items)
         correct = round(accuracy * n)
         by_family[family] = {"accuracy": accuracy, "tokens_correct": metrics["tokens_correct"], "n": n,
-                             "metrics": metrics}
+                             "by_type": accuracy_by_type(family, metrics), "metrics": metrics}
         total_correct += correct
         total_n += n
         if metrics["tokens_correct"] is None:
