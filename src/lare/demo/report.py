@@ -211,9 +211,9 @@ def write_report(result: Any, config: DemoConfig, synthetic: Any, model: Any, pr
     types_md = type_table(result)
     if types_md:
         lines += ["## Accuracy by question type", "",
-                  "The families whose official files label each question's type, scored as in the table above; the last "
-                  "column is the share of LaRe's latent steps whose window covers an evidence box (see Refocus "
-                  "precision).",
+                  "The families whose official files label each question's type, scored as in the table above; "
+                  "the last column is the share of LaRe's latent steps whose window covers an evidence box (see "
+                  "Refocus precision).",
                   "", types_md, ""]
     lines += [
         "## Latent ablation",
