@@ -47,7 +47,7 @@ def test_quick_demo_writes_report_json_and_figures(tmp_path, capsys):
     assert set(lare_mmbench) == {"colour_recognition", "shape_recognition", "spatial_relationship"}
     assert all(_is_fraction(value) for value in lare_mmbench.values())
     assert set(results["methods"]["cot"]["by_family"]["mmstar"]["by_type"]) == {"two_hop_colour", "two_hop_shape"}
-    assert set(results["refocus_precision"]["per_type"]["mmbench"]) <= set(lare_mmbench)
+    assert set(results["refocus_precision"]["per_type"]["mmbench"]) == set(lare_mmbench)
     lare_row = next(line for line in report.splitlines() if line.startswith("| LaRe |"))
     assert f"{100 * results['methods']['lare']['accuracy']:.1f}" in lare_row
 
