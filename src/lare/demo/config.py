@@ -74,8 +74,8 @@ class DemoConfig:
     # cell. Grounding trains the model's own saliency to get there, each step on its evidence box in the
     # record's order, and takes the training windows over that box; the test windows are the model's own.
     # Fine-tuning seeds 0-4: LaRe 64.4 / 62.2 / 63.6 / 62.6 / 60.2% against CoT 63.0 / 63.4 / 62.6 / 65.0 / 61.8%
-    # (a tie: 0.6 points behind on average); before grounding, seeds 0-2 gave LaRe 59.6 / 54.6 / 56.2%. At seed 0, weight 1.0 with every step on all the evidence at once: 61.6%; weight 3.0
-    # without the training windows: 47.2%.
+    # (a tie: 0.6 points behind on average); before grounding, seeds 0-2 gave LaRe 59.6 / 54.6 / 56.2%. At seed 0,
+    # weight 1.0 with every step on all the evidence at once: 61.6%; weight 3.0 without the training windows: 47.2%.
     grounding_weight: float = 1.0
     evidence_windows_in_training: bool = True
     # The Extractor's learning rate in stages III–IV (stage II: 3e-4). With the prefix replaced in every stage,

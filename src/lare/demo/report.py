@@ -12,6 +12,7 @@ import torch
 
 from lare.analysis.markdown import markdown_table
 from lare.demo.config import LARE_STAGES, DemoConfig
+from lare.demo.run import TYPE_LEVELS, type_level
 
 logger = logging.getLogger(__name__)
 
@@ -253,8 +254,8 @@ def _refocus_precision(model: Any, processor: Any, samples: list[Any], config: D
 def question_types(records_path: str | Path) -> dict[str, tuple[str, str]]:
     """Record id → (family, question type) for the families whose records split into several types.
 
-    The type is the first of `category`, `l2_category` that takes more than one value within the family: the
-    level `lare.demo.run.accuracy_by_type` reports (the benchmarks' files carry the same labels).
+    The type is read at the family's `type_level`, as `lare.demo.run.accuracy_by_type` reports it (the
+    benchmarks' files carry the same labels as the records).
     """
     records = json.loads(Path(records_path).read_text(encoding="utf-8"))
     by_family: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -263,10 +264,9 @@ def question_types(records_path: str | Path) -> dict[str, tuple[str, str]]:
             by_family[record["family"]].append(record)
     types: dict[str, tuple[str, str]] = {}
     for family, members in by_family.items():
-        for level in ("category", "l2_category"):
-            if len({record.get(level) for record in members}) > 1:
-                types.update({record["id"]: (family, record[level]) for record in members if record.get(level)})
-                break
+        level = type_level({name: {r[name] for r in members if r.get(name)} for name in TYPE_LEVELS})
+        if level:
+            types.update({record["id"]: (family, record[level]) for record in members if record.get(level)})
     return types
 
 

@@ -195,14 +195,20 @@ def _family_accuracy(family: str, metrics: dict[str, Any]) -> float:
     return metrics["vanilla_accuracy" if family == "mmbench" else "accuracy"]
 
 
+TYPE_LEVELS = ("category", "l2_category")  # the benchmarks' labels of a question's type, coarse to fine
+
+
+def type_level(labels_by_level: dict[str, Any]) -> str | None:
+    """The first of `TYPE_LEVELS` whose labels (any collection) take more than one value in a family, else None."""
+    return next((level for level in TYPE_LEVELS if len(labels_by_level.get(level) or ()) > 1), None)
+
+
 def accuracy_by_type(family: str, metrics: dict[str, Any]) -> dict[str, float]:
-    """Accuracy per question type: the first of the scorer's category levels that splits the family (MMBench's
-    `category`, MMStar's `l2_category`), scored as the family's headline accuracy is; {} for families without one."""
+    """Accuracy per question type at the family's `type_level` (MMBench's `category`, MMStar's `l2_category`),
+    scored as the family's headline accuracy is; {} for families without one."""
     levels = metrics.get("by_category_vanilla" if family == "mmbench" else "by_category") or {}
-    for level in ("category", "l2_category"):
-        if len(levels.get(level) or {}) > 1:
-            return dict(sorted(levels[level].items()))
-    return {}
+    level = type_level(levels)
+    return dict(sorted(levels[level].items())) if level else {}
 
 
 def evaluate(model: Any, processor: Any, method: str, synthetic: Any, out_dir: Path, config: DemoConfig,
